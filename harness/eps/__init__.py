@@ -1,0 +1,17 @@
+"""The EPS / EPS++ method as MMSegmentation components: importing this package registers them."""
+from .cam_head import CAMHead
+from .classification_loss import MultiLabelSoftMarginLoss
+from .datasets import SyntheticShapesDataset, WSSSVOCDataset
+from .eps_classifier import EPSClassifier
+from .eps_loss import EPSLoss
+from .ird_loss import IRDLoss
+from .metrics import PerClassIoUMetric
+from .pamr import PAMR
+from .pamr_hook import PAMRHook
+from .transforms import LoadSaliencyMap, PackWSSSInputs
+
+__all__ = [
+    'CAMHead', 'MultiLabelSoftMarginLoss', 'EPSLoss', 'IRDLoss', 'PAMR', 'EPSClassifier',
+    'PAMRHook', 'PerClassIoUMetric', 'WSSSVOCDataset', 'SyntheticShapesDataset',
+    'LoadSaliencyMap', 'PackWSSSInputs'
+]

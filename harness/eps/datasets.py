@@ -1,0 +1,121 @@
+"""Datasets in the PASCAL VOC layout with image-level labels and saliency maps."""
+import os.path as osp
+from typing import Dict, List, Optional
+
+import numpy as np
+from PIL import Image
+
+from mmseg.datasets import BaseSegDataset, PascalVOCDataset
+from mmseg.registry import DATASETS
+from harness.data import synthetic
+
+VOC_LAYOUT = ('<data_root>/JPEGImages/<id>.jpg, <data_root>/SegmentationClassAug/<id>.png '
+              '(or SegmentationClass), <data_root>/SALImages/<id>.png, '
+              '<data_root>/ImageSets/Segmentation/<split>.txt, optionally <data_root>/cls_labels.npy')
+
+
+def read_class_labels_from_mask(mask_path: str, num_classes: int) -> np.ndarray:
+    """Image-level labels ``float32 [C]`` of the classes present in a mask (0 = bg, 255 = ignore).
+
+    Raises ``ValueError`` naming the file if the mask holds an index outside ``0..C`` and 255.
+    """
+    values = np.unique(np.asarray(Image.open(mask_path)))
+    unknown = [int(v) for v in values if v > num_classes and v != 255]
+    if unknown:
+        raise ValueError(f'mask {mask_path} holds class indices {unknown}; valid are 0..'
+                         f'{num_classes} (0 = background) and 255 (ignore)')
+    labels = np.zeros(num_classes, dtype=np.float32)
+    present = [int(v) for v in values if 0 < v <= num_classes]
+    labels[np.asarray(present, dtype=np.int64) - 1] = 1.0
+    return labels
+
+
+@DATASETS.register_module()
+class WSSSVOCDataset(BaseSegDataset):
+    """PASCAL VOC 2012 for weak supervision: images, image-level labels, saliency, masks.
+
+    Layout (all folders relative to ``data_root``, as in the EPS code)::
+
+        JPEGImages/<id>.jpg                 data_prefix['img_path']
+        SegmentationClassAug/<id>.png       data_prefix['seg_map_path']   (optional)
+        SALImages/<id>.png                  data_prefix['saliency_path']  (optional)
+        ImageSets/Segmentation/<split>.txt  ann_file, one id per line
+        cls_labels.npy                      labels_file (optional)
+
+    A folder is used only if its key is in ``data_prefix``: a stage-1 training set names
+    ``saliency_path`` and may omit the masks, a validation set names ``seg_map_path``.
+    Image-level labels (``class_labels``, float ``[C]`` over the foreground classes) come from
+    ``labels_file`` (``np.save`` of ``{id: [C] array}``, the format common WSSS code uses) or, when
+    it is not given, from the masks. Every file is checked when the dataset is built, so a missing
+    one is reported before training starts.
+
+    Args:
+        labels_file: Path of the ``cls_labels.npy`` file, relative to ``data_root``.
+        saliency_suffix: Suffix of the saliency maps.
+        **kwargs: ``BaseSegDataset`` arguments (``ann_file``, ``data_root``, ``data_prefix``,
+            ``pipeline``, ...).
+    """
+
+    METAINFO = PascalVOCDataset.METAINFO
+
+    def __init__(self, labels_file: Optional[str] = None, saliency_suffix: str = '.png',
+                 img_suffix: str = '.jpg', seg_map_suffix: str = '.png', **kwargs) -> None:
+        self.labels_file = labels_file
+        self.saliency_suffix = saliency_suffix
+        super().__init__(img_suffix=img_suffix, seg_map_suffix=seg_map_suffix, **kwargs)
+
+    @property
+    def num_foreground_classes(self) -> int:
+        return len(self.metainfo['classes']) - 1
+
+    def load_data_list(self) -> List[dict]:
+        if not osp.isfile(self.ann_file):
+            raise FileNotFoundError(f'{type(self).__name__}: split file {self.ann_file} not found '
+                                    f'(data_root={self.data_root}). Expected layout: {VOC_LAYOUT}')
+        data_list = super().load_data_list()
+        saliency_dir = self.data_prefix.get('saliency_path')
+        labels_by_id = self._load_labels_file()
+        for info in data_list:
+            image_id = osp.splitext(osp.basename(info['img_path']))[0]
+            info['img_id'] = image_id
+            if saliency_dir is not None:
+                info['saliency_path'] = osp.join(saliency_dir, image_id + self.saliency_suffix)
+            for key in ('img_path', 'seg_map_path', 'saliency_path'):
+                if key in info and not osp.isfile(info[key]):
+                    raise FileNotFoundError(f'{type(self).__name__}: {key} of {image_id!r} not '
+                                            f'found: {info[key]} (split {self.ann_file})')
+            info['class_labels'] = self._class_labels(image_id, info, labels_by_id)
+        return data_list
+
+    def _load_labels_file(self) -> Optional[Dict[str, np.ndarray]]:
+        if self.labels_file is None:
+            return None
+        path = self.labels_file if osp.isabs(self.labels_file) else osp.join(
+            self.data_root or '', self.labels_file)
+        if not osp.isfile(path):
+            raise FileNotFoundError(f'{type(self).__name__}: labels_file {path} not found')
+        return np.load(path, allow_pickle=True).item()
+
+    def _class_labels(self, image_id: str, info: dict,
+                      labels_by_id: Optional[Dict[str, np.ndarray]]) -> np.ndarray:
+        if labels_by_id is not None:
+            if image_id not in labels_by_id:
+                raise KeyError(f'{type(self).__name__}: image {image_id!r} has no entry in '
+                               f'labels_file {self.labels_file}')
+            labels = np.asarray(labels_by_id[image_id], dtype=np.float32)
+            if labels.shape != (self.num_foreground_classes, ):
+                raise ValueError(f'{type(self).__name__}: labels of {image_id!r} in '
+                                 f'{self.labels_file} have shape {labels.shape}, expected '
+                                 f'({self.num_foreground_classes},)')
+            return labels
+        if 'seg_map_path' not in info:
+            raise ValueError(f'{type(self).__name__}: no image-level labels for {image_id!r}: give '
+                             "labels_file or a mask folder (data_prefix['seg_map_path'])")
+        return read_class_labels_from_mask(info['seg_map_path'], self.num_foreground_classes)
+
+
+@DATASETS.register_module()
+class SyntheticShapesDataset(WSSSVOCDataset):
+    """The bundled dataset (``python -m harness.data.synthetic``): VOC layout, shape classes."""
+
+    METAINFO = dict(classes=synthetic.CLASSES, palette=synthetic.PALETTE)

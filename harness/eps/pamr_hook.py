@@ -1,0 +1,43 @@
+"""Hook that turns the trained stage-1 model into pseudo-masks on disk."""
+import json
+from pathlib import Path
+from typing import Dict
+
+from mmengine.hooks import Hook
+from mmengine.runner import Runner
+
+from mmseg.registry import HOOKS
+from .pseudo_masks import generate_pseudo_masks
+
+
+@HOOKS.register_module()
+class PAMRHook(Hook):
+    """After training, writes the PAMR-refined pseudo-masks of a split and logs their mIoU.
+
+    The masks are :class:`EPSClassifier` predictions (its ``test_cfg`` says how PAMR refines
+    them and which background rule applies), saved as palette PNGs in the VOC convention
+    (``0..C``, 0 = background, 255 ignore) as ``<work_dir>/<out_dir>/<img_id>.png``. Where the
+    split has ground-truth masks, ``pseudo/mIoU`` and ``pseudo/IoU.<class>`` are logged like any
+    metric and saved to ``<work_dir>/<out_dir>_metrics.json``. An existing folder is never
+    overwritten (``FileExistsError``).
+
+    Args:
+        dataloader: Dataloader config of the split, e.g. the training ids with the validation
+            pipeline (no augmentation) and, when available, the masks.
+        out_dir: Folder under the work dir.
+    """
+
+    priority = 'LOW'
+
+    def __init__(self, dataloader: dict, out_dir: str = 'pseudo_masks') -> None:
+        self.dataloader = dataloader
+        self.out_dir = out_dir
+
+    def after_train(self, runner: Runner) -> None:
+        out_dir = Path(runner.work_dir) / self.out_dir
+        dataloader = runner.build_dataloader(self.dataloader, seed=runner.seed)
+        metrics: Dict[str, float] = generate_pseudo_masks(runner.model, dataloader, out_dir)
+        runner.logger.info(f'pseudo-masks written to {out_dir}: {metrics}')
+        if metrics:
+            runner.visualizer.add_scalars(metrics, step=runner.iter)
+            out_dir.with_name(out_dir.name + '_metrics.json').write_text(json.dumps(metrics))

@@ -1,0 +1,116 @@
+"""Pseudo-masks from a trained stage-1 model: written as palette PNGs, scored with mIoU.
+
+Command line (on demand, from a config and a checkpoint)::
+
+    python -m harness.eps.pseudo_masks CONFIG CHECKPOINT [--out DIR]
+
+uses the dataloader of the config's ``PAMRHook`` and writes to ``DIR`` (default: the hook's
+folder under the config's work dir).
+"""
+import argparse
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Dict, Sequence
+
+import numpy as np
+import torch
+from mmengine.dist import barrier, get_dist_info
+from mmengine.evaluator import Evaluator
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from mmseg.structures import SegDataSample
+from .metrics import PerClassIoUMetric
+
+
+def write_palette_png(path: Path, mask: np.ndarray, palette: Sequence[Sequence[int]]) -> None:
+    """Writes ``mask`` (``[H, W]`` class indices 0..C, 255 ignore) as a palette PNG, atomically."""
+    image = Image.fromarray(mask.astype(np.uint8), mode='P')
+    flat = [value for colour in palette for value in colour]
+    flat += [0] * (3 * 255 - len(flat)) + [224, 224, 192]  # VOC's colour for 255 (ignore)
+    image.putpalette(flat)
+    partial = path.with_name(f'.{path.name}.{os.getpid()}')
+    image.save(partial, format='PNG')
+    os.replace(partial, path)
+
+
+def generate_pseudo_masks(model: torch.nn.Module, dataloader: DataLoader, out_dir: Path,
+                          metric_prefix: str = 'pseudo') -> Dict[str, float]:
+    """Runs ``model.test_step`` over ``dataloader`` and writes ``out_dir/<img_id>.png``.
+
+    The masks are the model's predictions (for :class:`EPSClassifier`: PAMR-refined, argmax over
+    the C+1 maps, 0 = background). Where the samples carry ground truth, returns their mIoU and
+    per-class IoU (percent) under ``<metric_prefix>/``; else an empty dict.
+
+    An existing ``out_dir`` is never touched: the masks go to ``<out_dir>.partial`` first, which
+    is renamed when complete (a stale ``.partial`` of an interrupted run is replaced). Works in a
+    distributed run: each rank writes its shard, rank 0 renames.
+
+    Raises:
+        FileExistsError: if ``out_dir`` already exists.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        raise FileExistsError(f'pseudo-mask folder {out_dir} already exists; it is not '
+                              'overwritten: remove it or write to another folder')
+    partial = out_dir.with_name(out_dir.name + '.partial')
+    rank, _ = get_dist_info()
+    if rank == 0:
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+    barrier()
+
+    dataset = dataloader.dataset
+    evaluator = Evaluator(PerClassIoUMetric(prefix=metric_prefix))
+    evaluator.dataset_meta = dataset.metainfo
+    has_ground_truth = True
+    model.eval()
+    with torch.no_grad():
+        for batch in dataloader:
+            outputs: Sequence[SegDataSample] = model.test_step(batch)
+            for sample in outputs:
+                mask = sample.pred_sem_seg.data.squeeze(0).cpu().numpy()
+                image_id = sample.metainfo.get('img_id') or Path(sample.img_path).stem
+                write_palette_png(partial / f'{image_id}.png', mask, dataset.metainfo['palette'])
+            has_ground_truth &= all('gt_sem_seg' in sample for sample in outputs)
+            if has_ground_truth:
+                evaluator.process(data_samples=outputs, data_batch=batch)
+    metrics = evaluator.evaluate(len(dataset)) if has_ground_truth else {}
+    if rank == 0:
+        partial.rename(out_dir)
+    barrier()
+    return metrics
+
+
+def main(argv: Sequence[str] = None) -> Dict[str, float]:
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('config', help='stage-1 config with a PAMRHook in custom_hooks')
+    parser.add_argument('checkpoint', help='trained stage-1 checkpoint (.pth)')
+    parser.add_argument('--out', help='folder to write the pseudo-masks to')
+    parser.add_argument('--work-dir', help='work dir of the runner (default: the config\'s)')
+    args = parser.parse_args(argv)
+
+    cfg = Config.fromfile(args.config)
+    hooks = [hook for hook in cfg.get('custom_hooks', []) if hook['type'] == 'PAMRHook']
+    if not hooks:
+        raise KeyError(f'{args.config} has no PAMRHook in custom_hooks: nothing says which split '
+                       'to turn into pseudo-masks')
+    cfg.work_dir = args.work_dir or cfg.get('work_dir') or str(
+        Path('work_dirs') / Path(args.config).stem)
+    cfg.load_from = args.checkpoint
+    runner = Runner.from_cfg(cfg)
+    runner.load_or_resume()
+    out_dir = Path(args.out or Path(cfg.work_dir) / hooks[0].get('out_dir', 'pseudo_masks'))
+    metrics = generate_pseudo_masks(runner.model, Runner.build_dataloader(hooks[0]['dataloader']),
+                                    out_dir)
+    print(json.dumps(metrics))
+    return metrics
+
+
+if __name__ == '__main__':
+    main()

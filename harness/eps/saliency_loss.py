@@ -1,0 +1,49 @@
+"""What the EPS and EPS++ saliency losses share: inputs, their checks, and their resolution."""
+from typing import Tuple
+
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+
+class SaliencyLoss(nn.Module):
+    """Base of the losses that compare localization maps with an off-the-shelf saliency map.
+
+    Both losses work at the resolution of the localization maps: the saliency map is resized
+    to it (bilinear), and the maps are turned into probabilities by a softmax over the ``C + 1``
+    channels (channel 0 = background).
+
+    Args:
+        loss_weight: Factor on the loss.
+        loss_name: Key in the loss dict; starts with ``loss_`` so MMEngine back-propagates it.
+
+    Shapes (``forward``):
+        maps: ``[B, C+1, h, w]`` raw scores of :class:`CAMHead`.
+        saliency: ``[B, 1, H, W]`` saliency map in [0, 1].
+        labels: ``[B, C]`` image-level labels in {0, 1}.
+        images: ``[B, 3, H, W]`` the (normalised) network input; used by losses that look at it.
+        Returns a scalar.
+    """
+
+    def __init__(self, loss_weight: float = 1.0, loss_name: str = 'loss_sal') -> None:
+        super().__init__()
+        self.loss_weight = loss_weight
+        self._loss_name = loss_name
+
+    @property
+    def loss_name(self) -> str:
+        return self._loss_name
+
+    def probabilities_and_saliency(self, maps: Tensor, saliency: Tensor,
+                                   labels: Tensor) -> Tuple[Tensor, Tensor]:
+        """Checks the shapes; returns ``(softmax(maps) [B,C+1,h,w], saliency [B,1,h,w])``."""
+        name = type(self).__name__
+        if maps.dim() != 4 or saliency.dim() != 4 or saliency.shape[1] != 1:
+            raise ValueError(f'{name}: expected maps [B, C+1, h, w] and saliency [B, 1, H, W], '
+                             f'got {tuple(maps.shape)} and {tuple(saliency.shape)}')
+        if labels.shape != (maps.shape[0], maps.shape[1] - 1):
+            raise ValueError(f'{name}: labels must be [B, C] = {(maps.shape[0], maps.shape[1] - 1)}'
+                             f' for maps {tuple(maps.shape)}, got {tuple(labels.shape)}')
+        saliency = F.interpolate(saliency.to(maps.dtype), size=maps.shape[-2:], mode='bilinear',
+                                 align_corners=False)
+        return maps.softmax(dim=1), saliency

@@ -1,0 +1,69 @@
+"""Pipeline transforms for saliency maps and image-level labels."""
+from typing import Optional
+
+import mmcv
+import numpy as np
+import torch
+from mmcv.transforms import BaseTransform
+from mmengine import fileio
+from mmengine.structures import PixelData
+
+from mmseg.datasets.transforms import PackSegInputs
+from mmseg.registry import TRANSFORMS
+
+
+@TRANSFORMS.register_module()
+class LoadSaliencyMap(BaseTransform):
+    """Reads the saliency map of an image (as in the EPS code: a grey PNG, 0..255).
+
+    Required keys: ``saliency_path``; ``img`` (and ``img_path``) when the size is to be checked,
+    so place it after ``LoadImageFromFile``. Added key: ``gt_saliency``, ``uint8 [H, W]``.
+    Geometric augmentations must treat it like the image: wrap them in mmcv's
+    ``TransformBroadcaster`` with ``mapping=dict(img=['img', 'gt_saliency'])`` (see the configs).
+
+    Args:
+        backend_args: MMEngine file backend arguments.
+    """
+
+    def __init__(self, backend_args: Optional[dict] = None) -> None:
+        self.backend_args = backend_args
+
+    def transform(self, results: dict) -> dict:
+        path = results.get('saliency_path')
+        if path is None:
+            raise KeyError('LoadSaliencyMap: the sample has no `saliency_path`; give the dataset '
+                           "a saliency folder, e.g. data_prefix=dict(saliency_path='SALImages')")
+        try:
+            data = fileio.get(path, backend_args=self.backend_args)
+        except FileNotFoundError as error:
+            raise FileNotFoundError(f'saliency map not found: {path}') from error
+        saliency = mmcv.imfrombytes(data, flag='grayscale', backend='pillow')
+        image = results.get('img')
+        if image is not None and saliency.shape[:2] != image.shape[:2]:
+            raise ValueError(f'saliency map {path} is {saliency.shape[1]}x{saliency.shape[0]} '
+                             f'(WxH) but its image {results.get("img_path")} is '
+                             f'{image.shape[1]}x{image.shape[0]}; they must be the same size')
+        results['gt_saliency'] = saliency
+        return results
+
+
+@TRANSFORMS.register_module()
+class PackWSSSInputs(PackSegInputs):
+    """``PackSegInputs`` that also packs the saliency map and the image-level labels.
+
+    The saliency map becomes ``data_sample.gt_saliency`` (``PixelData``, float ``[1, H, W]`` in
+    [0, 1]); the labels travel in the metainfo as ``class_labels`` (float ``[C]``, foreground
+    classes only), so that every model method that sees image metas sees them too.
+    """
+
+    def __init__(self, meta_keys=('img_path', 'seg_map_path', 'saliency_path', 'img_id',
+                                  'ori_shape', 'img_shape', 'pad_shape', 'scale_factor', 'flip',
+                                  'flip_direction', 'reduce_zero_label', 'class_labels')) -> None:
+        super().__init__(meta_keys=meta_keys)
+
+    def transform(self, results: dict) -> dict:
+        packed = super().transform(results)
+        if 'gt_saliency' in results:
+            saliency = np.ascontiguousarray(results['gt_saliency'], dtype=np.float32) / 255.0
+            packed['data_samples'].gt_saliency = PixelData(data=torch.from_numpy(saliency)[None])
+        return packed

@@ -1,0 +1,447 @@
+"""The sweep file: plain YAML -> a validated :class:`SweepConfig`, checked before Ray starts.
+
+A sweep file names a set of EPS++ trials the way a Ray Tune user writes a ``param_space``::
+
+    name: quickstart                          # folder under storage_path, MLflow experiment
+    stage1_config: mm_configs/eps/epspp-ird_r18-tiny_1xb16-600i_shapes-64x64.py
+    task: ssss                                # any other TrialSpec key, as a fixed value
+    search_space:                             # TrialSpec keys, fraction / threshold, stageN.<key>
+      fraction: {grid_search: [1/8, 1/4]}
+      threshold: {choice: [0.3, 0.5]}
+      stage2.optim_wrapper.optimizer.lr: {loguniform: [1.0e-4, 1.0e-2]}
+    overrides: {stage1.train_cfg.max_iters: 200}   # fixed MMEngine cfg-options or spec keys
+    seeds: [0, 1]                             # repeats: a grid axis over TrialSpec.seed
+    num_samples: 1                            # Tune's num_samples
+    resources: {num_workers: 1, cpus_per_worker: 1, gpus_per_worker: 0}   # per trial
+    max_concurrent_trials: 2
+    scheduler: fifo                           # or {type: asha, grace_period, reduction_factor, max_t}
+    storage_path: outputs/sweeps
+    mlflow: {tracking_uri: sqlite:///..., experiment_name: ...}
+    ray: {address: '', dashboard_host: 127.0.0.1, dashboard_port: 8265, include_dashboard: true}
+    failure: {max_failures: 1}
+
+:func:`load_sweep` reads and type-checks the file; :func:`check_trials` then builds the
+:class:`~harness.trial.TrialSpec` of every grid point (both bounds of continuous axes), checks that
+every ``stageN.<key>`` exists in its MMEngine config and that the stage-1 dataset is there. Every
+error is a :class:`SweepConfigError` naming the file, the key, the value and the valid choices.
+"""
+import dataclasses
+import itertools
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
+
+import yaml
+
+from harness.tracking import default_tracking_uri
+
+DISTRIBUTIONS = ('grid_search', 'choice', 'uniform', 'loguniform')
+SCHEDULERS = ('fifo', 'asha')
+DEFAULT_STORAGE_PATH = 'outputs/sweeps'
+# TrialSpec keys holding paths: resolved against the driver's working directory before they
+# travel to Ray workers, which run elsewhere.
+PATH_KEYS = ('stage1_config', 'stage2_config', 'split_file', 'data_root')
+SWEEP_KEYS = ('name', 'search_space', 'overrides', 'seeds', 'num_samples', 'resources',
+              'max_concurrent_trials', 'scheduler', 'storage_path', 'mlflow', 'ray', 'failure')
+
+
+class SweepConfigError(ValueError):
+    """A sweep file that cannot run; the message names the file, key, value and valid choices."""
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one trial's Ray Train worker group holds.
+
+    Attributes:
+        num_workers: Ray Train workers (processes of one torch.distributed group) per trial.
+        cpus_per_worker: Logical CPUs per worker (Ray sets the worker's thread count from it).
+        gpus_per_worker: GPUs per worker; > 0 selects NCCL, 0 selects gloo on CPU.
+    """
+
+    num_workers: int = 1
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+
+
+@dataclass(frozen=True)
+class Scheduler:
+    """Tune's trial scheduler on ``val/mIoU`` (mode max).
+
+    Attributes:
+        type: ``'fifo'`` (every trial runs to the end) or ``'asha'`` (early stopping).
+        grace_period: ASHA: stage-2 iterations (``val/iter``) before a trial may be stopped.
+        reduction_factor: ASHA: fraction 1/reduction_factor of the trials go on at each rung.
+        max_t: ASHA: stage-2 iterations of the longest trial (its ``train_cfg.max_iters``).
+    """
+
+    type: str = 'fifo'
+    grace_period: Optional[int] = None
+    reduction_factor: float = 4.0
+    max_t: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class MlflowSettings:
+    """Where trials are tracked.
+
+    Attributes:
+        tracking_uri: Any MLflow URI; default ``sqlite:///<storage_path>/mlflow.db``.
+        experiment_name: MLflow experiment; default the sweep's name.
+    """
+
+    tracking_uri: Optional[str] = None
+    experiment_name: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class RaySettings:
+    """Which Ray cluster runs the sweep.
+
+    Attributes:
+        address: ``''`` starts a local Ray; ``'auto'`` or ``'host:port'`` joins a running cluster
+            (``ray start --head``), whose dashboard settings then apply.
+        dashboard_host: Interface the dashboard of a local Ray listens on.
+        dashboard_port: Port of that dashboard.
+        include_dashboard: Start the dashboard with a local Ray.
+    """
+
+    address: str = ''
+    dashboard_host: str = '127.0.0.1'
+    dashboard_port: int = 8265
+    include_dashboard: bool = True
+
+
+@dataclass(frozen=True)
+class FailureSettings:
+    """Fault tolerance of one trial.
+
+    Attributes:
+        max_failures: Times Ray Train restarts a trial's worker group after a worker died; the
+            restarted workers resume from the trial's last checkpoint. -1: without limit.
+    """
+
+    max_failures: int = 0
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """A validated sweep file. Paths are absolute (resolved against the working directory).
+
+    Attributes:
+        name: The sweep's name: its folder under ``storage_path`` and default MLflow experiment.
+        source: The sweep file.
+        spec: Fixed :class:`~harness.trial.TrialSpec` values (canonical key names).
+        search_space: ``key -> (distribution, values)``; ``values`` is the list of
+            ``grid_search`` / ``choice`` or the ``[low, high]`` of ``uniform`` / ``loguniform``.
+        overrides: Fixed overrides of every trial (spec keys or ``stageN.<cfg key>``).
+        seeds: Seeds every point of the search space runs with (a grid axis), or None.
+        num_samples: Tune's ``num_samples``: repeats of the grid / samples of the distributions.
+        raw: The file's content as read, stored with the sweep so a resume can compare it.
+    """
+
+    name: str
+    source: str
+    spec: Dict[str, Any]
+    search_space: Dict[str, Tuple[str, List[Any]]]
+    overrides: Dict[str, Any]
+    seeds: Optional[List[int]]
+    num_samples: int
+    resources: Resources
+    max_concurrent_trials: Optional[int]
+    scheduler: Scheduler
+    storage_path: str
+    mlflow: MlflowSettings
+    ray: RaySettings
+    failure: FailureSettings
+    raw: Dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+
+    @property
+    def experiment_dir(self) -> Path:
+        """The Tune experiment folder ``<storage_path>/<name>``."""
+        return Path(self.storage_path) / self.name
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow.tracking_uri or default_tracking_uri(self.storage_path)
+
+    @property
+    def experiment_name(self) -> str:
+        return self.mlflow.experiment_name or self.name
+
+
+def load_sweep(path: Union[str, Path], storage_path: Optional[str] = None,
+               address: Optional[str] = None) -> SweepConfig:
+    """Reads and type-checks a sweep file; ``storage_path`` / ``address`` replace the file's.
+
+    Raises:
+        SweepConfigError: for a missing file, invalid YAML, an unknown key, a wrong type or an
+            impossible value (the message names the key and the valid choices).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SweepConfigError(f'sweep file {path} not found')
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise SweepConfigError(f'{path} is not valid YAML: {error}') from error
+    if not isinstance(raw, dict):
+        raise SweepConfigError(f'{path}: the top level must be a mapping of keys, got '
+                               f'{type(raw).__name__}')
+    return parse_sweep(raw, str(path), storage_path=storage_path, address=address)
+
+
+def parse_sweep(raw: Mapping[str, Any], source: str, storage_path: Optional[str] = None,
+                address: Optional[str] = None) -> SweepConfig:
+    """Builds a :class:`SweepConfig` from the mapping of a sweep file (see :func:`load_sweep`)."""
+    from harness.trial import SHORT_NAMES, TrialSpec  # torch/mmengine: only once a file is read
+
+    spec_keys = [f.name for f in dataclasses.fields(TrialSpec)]
+    raw = dict(raw)
+    unknown = [key for key in raw if key not in SWEEP_KEYS and key not in spec_keys
+               and key not in SHORT_NAMES]
+    if unknown:
+        raise SweepConfigError(
+            f'{source}: unknown key(s) {unknown}; valid keys: sweep settings {list(SWEEP_KEYS)} '
+            f'and fixed trial values {spec_keys} (short names {list(SHORT_NAMES)})')
+
+    name = _typed(raw.get('name'), str, source, 'name')
+    if not name or not re.fullmatch(r'[A-Za-z0-9][A-Za-z0-9_.-]*', name):
+        raise SweepConfigError(f'{source}: name {name!r} must be a folder name of letters, digits, '
+                               "'_', '.', '-' (it names the sweep's folder and MLflow experiment)")
+    spec = {SHORT_NAMES.get(key, key): _absolute_if_path(SHORT_NAMES.get(key, key), value)
+            for key, value in raw.items() if key in spec_keys or key in SHORT_NAMES}
+    search_space = _search_space(raw.get('search_space', {}), source)
+    overrides = {key: _absolute_if_path(key, value) for key, value in
+                 _typed(raw.get('overrides', {}), dict, source, 'overrides').items()}
+    seeds = _seeds(raw.get('seeds'), spec, search_space, overrides, source)
+
+    num_samples = _typed(raw.get('num_samples', 1), int, source, 'num_samples')
+    _require(num_samples >= 1, source, 'num_samples', num_samples, 'an integer >= 1')
+    max_concurrent = _typed(raw.get('max_concurrent_trials'), Optional[int], source,
+                            'max_concurrent_trials')
+    _require(max_concurrent is None or max_concurrent >= 1, source, 'max_concurrent_trials',
+             max_concurrent, 'an integer >= 1, or null for no limit')
+
+    resources = _section(Resources, raw.get('resources'), source, 'resources')
+    _require(resources.num_workers >= 1, source, 'resources.num_workers',
+             resources.num_workers, 'an integer >= 1')
+    _require(resources.cpus_per_worker > 0, source, 'resources.cpus_per_worker',
+             resources.cpus_per_worker, 'a number > 0')
+    _require(resources.gpus_per_worker >= 0, source, 'resources.gpus_per_worker',
+             resources.gpus_per_worker, 'a number >= 0')
+
+    scheduler = _scheduler(raw.get('scheduler', 'fifo'), source)
+    failure = _section(FailureSettings, raw.get('failure'), source, 'failure')
+    _require(failure.max_failures >= -1, source, 'failure.max_failures', failure.max_failures,
+             'an integer >= 0, or -1 for no limit')
+    ray_settings = _section(RaySettings, raw.get('ray'), source, 'ray')
+    if address is not None:
+        ray_settings = dataclasses.replace(ray_settings, address=address)
+    _require(1 <= ray_settings.dashboard_port <= 65535, source, 'ray.dashboard_port',
+             ray_settings.dashboard_port, 'a TCP port 1..65535')
+
+    storage = storage_path or _typed(raw.get('storage_path', DEFAULT_STORAGE_PATH), str, source,
+                                     'storage_path')
+    _require('://' not in storage, source, 'storage_path', storage,
+             'a folder path (shared by all nodes, e.g. NFS): trials keep their work dirs there')
+    return SweepConfig(
+        name=name, source=source, spec=spec, search_space=search_space, overrides=overrides,
+        seeds=seeds, num_samples=num_samples, resources=resources,
+        max_concurrent_trials=max_concurrent, scheduler=scheduler,
+        storage_path=str(Path(storage).resolve()),
+        mlflow=_section(MlflowSettings, raw.get('mlflow'), source, 'mlflow'),
+        ray=ray_settings, failure=failure, raw=dict(raw))
+
+
+def grid_points(sweep: SweepConfig) -> Iterator[Dict[str, Any]]:
+    """The overrides of every grid point: each value of ``grid_search`` / ``choice`` axes and
+    both bounds of ``uniform`` / ``loguniform`` axes, times the seeds, plus the fixed overrides.
+
+    For a sweep of grid axes only, these are exactly its trials (once per ``num_samples``).
+    """
+    axes = {key: values for key, (_, values) in sweep.search_space.items()}
+    if sweep.seeds is not None:
+        axes['seed'] = sweep.seeds
+    for combination in itertools.product(*axes.values()):
+        yield {**sweep.overrides, **dict(zip(axes, combination))}
+
+
+def check_trials(sweep: SweepConfig) -> int:
+    """Builds every grid point's TrialSpec and checks its stage keys and dataset; returns the
+    number of grid points.
+
+    The bundled dataset is generated here when absent (once, before trials race for it).
+
+    Raises:
+        SweepConfigError: naming the grid point and what is wrong with it.
+    """
+    from harness.trial import TrialSpec
+
+    try:
+        base = TrialSpec.from_mapping(sweep.spec, source=sweep.source)
+    except (KeyError, ValueError, FileNotFoundError) as error:
+        raise SweepConfigError(f'{sweep.source}: fixed trial values: {_message(error)}') from error
+    specs = []
+    for point in grid_points(sweep):
+        try:
+            specs.append(base.with_overrides(point))
+        except (KeyError, ValueError, FileNotFoundError) as error:
+            raise SweepConfigError(f'{sweep.source}: the trial with overrides {point} is '
+                                   f'invalid: {_message(error)}') from error
+    _check_stage_keys(specs, sweep.source)
+    for stage1_config, data_root in sorted({(s.stage1_config, s.data_root) for s in specs},
+                                           key=str):
+        _check_dataset(stage1_config, data_root, sweep.source)
+    return len(specs)
+
+
+def _check_stage_keys(specs: List[Any], source: str) -> None:
+    """Every ``stageN.<key>`` of every spec must exist in that spec's stage-N config."""
+    from mmengine.config import Config
+
+    from harness.overrides import check_keys_exist
+
+    keys_by_config: Dict[Tuple[str, str], set] = {}
+    for spec in specs:
+        for stage in ('stage1', 'stage2'):
+            keys = keys_by_config.setdefault((stage, getattr(spec, f'{stage}_config')), set())
+            keys.update(getattr(spec, stage))
+    for (stage, config), keys in sorted(keys_by_config.items()):
+        try:
+            check_keys_exist(Config.fromfile(config), dict.fromkeys(sorted(keys)), config)
+        except KeyError as error:
+            raise SweepConfigError(f'{source}: {stage} override: {_message(error)}') from error
+
+
+def _check_dataset(stage1_config: str, data_root: Optional[str], source: str) -> None:
+    """The stage-1 dataset folder must exist; the bundled one is generated instead."""
+    from mmengine.config import Config
+
+    from harness.data import synthetic
+
+    cfg = Config.fromfile(stage1_config)
+    root = Path(data_root or cfg.data_root).resolve()
+    if root.exists():
+        return
+    if cfg.get('dataset_type') == 'SyntheticShapesDataset':
+        synthetic.ensure_dataset(root)
+        return
+    from harness.eps.datasets import VOC_LAYOUT
+    raise SweepConfigError(
+        f'{source}: dataset folder {root} (data_root of {stage1_config}) not found. Put the '
+        f'dataset there or set data_root in the sweep file. Expected layout: {VOC_LAYOUT}')
+
+
+def _search_space(raw: Any, source: str) -> Dict[str, Tuple[str, List[Any]]]:
+    space = {}
+    for key, domain in _typed(raw, dict, source, 'search_space').items():
+        where = f'search_space.{key}'
+        if not isinstance(domain, dict) or len(domain) != 1:
+            raise SweepConfigError(f'{source}: {where}: {domain!r} must be a mapping with one of '
+                                   f'{list(DISTRIBUTIONS)}, e.g. {{grid_search: [0.3, 0.5]}}')
+        (distribution, values), = domain.items()
+        if distribution not in DISTRIBUTIONS:
+            raise SweepConfigError(f'{source}: {where}: unknown distribution {distribution!r}; '
+                                   f'valid: {list(DISTRIBUTIONS)}')
+        where = f'{where}.{distribution}'
+        if not isinstance(values, list) or not values:
+            raise SweepConfigError(f'{source}: {where}: {values!r} must be a non-empty list')
+        if distribution in ('uniform', 'loguniform'):
+            numeric = len(values) == 2 and all(_is_number(v) for v in values)
+            _require(numeric and values[0] < values[1], source, where, values,
+                     'a list [low, high] of two numbers with low < high')
+            _require(distribution == 'uniform' or values[0] > 0, source, where, values,
+                     'bounds > 0 (loguniform samples the logarithm)')
+        space[key] = (distribution, [_absolute_if_path(key, value) for value in values])
+    return space
+
+
+def _seeds(raw: Any, spec: Mapping[str, Any], search_space: Mapping[str, Any],
+           overrides: Mapping[str, Any], source: str) -> Optional[List[int]]:
+    if raw is None:
+        return None
+    _require(isinstance(raw, list) and raw and all(_is_int(s) for s in raw), source, 'seeds',
+             raw, 'a non-empty list of integers, e.g. [0, 1, 2]')
+    for where, keys in (('a fixed value', spec), ('search_space', search_space),
+                        ('overrides', overrides)):
+        if 'seed' in keys:
+            raise SweepConfigError(f'{source}: seed is set both by seeds and in {where}; '
+                                   'keep one of them')
+    return list(raw)
+
+
+def _scheduler(raw: Any, source: str) -> Scheduler:
+    if isinstance(raw, str):
+        raw = {'type': raw}
+    scheduler = _section(Scheduler, raw, source, 'scheduler')
+    _require(scheduler.type in SCHEDULERS, source, 'scheduler.type', scheduler.type,
+             f'one of {list(SCHEDULERS)}')
+    if scheduler.type == 'asha':
+        for key in ('grace_period', 'max_t'):
+            value = getattr(scheduler, key)
+            _require(value is not None and value >= 1, source, f'scheduler.{key}', value,
+                     'an integer >= 1 in stage-2 iterations (val/iter)')
+        _require(scheduler.grace_period <= scheduler.max_t, source, 'scheduler.grace_period',
+                 scheduler.grace_period, f'at most max_t ({scheduler.max_t})')
+        _require(scheduler.reduction_factor > 1, source, 'scheduler.reduction_factor',
+                 scheduler.reduction_factor, 'a number > 1')
+    elif raw.keys() - {'type'}:
+        raise SweepConfigError(f'{source}: scheduler: {sorted(raw.keys() - {"type"})} only '
+                               "apply to type 'asha'")
+    return scheduler
+
+
+def _section(cls: type, raw: Any, source: str, where: str) -> Any:
+    """A settings dataclass from a mapping: unknown keys and wrong types name the valid ones."""
+    if raw is None:
+        return cls()
+    raw = _typed(raw, dict, source, where)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise SweepConfigError(f'{source}: {where}: unknown key(s) {unknown}; valid keys: '
+                               f'{list(fields)}')
+    return cls(**{key: _typed(value, fields[key].type, source, f'{where}.{key}')
+                  for key, value in raw.items()})
+
+
+def _typed(value: Any, expected: Any, source: str, where: str) -> Any:
+    """``value`` if it is of type ``expected`` (int/float/str/bool/dict, or Optional of one);
+    an int is accepted (and converted) where a float is expected."""
+    optional = getattr(expected, '__origin__', None) is Union
+    if optional:
+        if value is None:
+            return None
+        expected = next(t for t in expected.__args__ if t is not type(None))
+    checks = {int: _is_int, float: _is_number, bool: lambda v: isinstance(v, bool),
+              str: lambda v: isinstance(v, str), dict: lambda v: isinstance(v, dict)}
+    if not checks[expected](value):
+        names = {int: 'an integer', float: 'a number', bool: 'true or false', str: 'a string',
+                 dict: 'a mapping'}
+        raise SweepConfigError(f'{source}: {where}: {value!r} must be {names[expected]}'
+                               + (' or null' if optional else ''))
+    return float(value) if expected is float else value
+
+
+def _require(condition: bool, source: str, where: str, value: Any, valid: str) -> None:
+    if not condition:
+        raise SweepConfigError(f'{source}: {where}: {value!r} is not valid; expected {valid}')
+
+
+def _absolute_if_path(key: str, value: Any) -> Any:
+    return str(Path(value).resolve()) if key in PATH_KEYS and isinstance(value, str) else value
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _message(error: BaseException) -> str:
+    # KeyError's str() adds quotes around its message.
+    return error.args[0] if isinstance(error, KeyError) and error.args else str(error)

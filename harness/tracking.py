@@ -1,0 +1,245 @@
+"""MLflow tracking of a sweep: one parent run per sweep, one child run per trial.
+
+The driver opens the parent run (:func:`start_sweep_run`) and hands a :class:`TrackingTarget`
+(tracking URI, experiment and parent-run ids) to every trial explicitly, since Ray does not carry
+the tracking URI to its workers. Rank 0 of each trial is the trial's only writer
+(:class:`TrialRun`): it finds its child run by the ``trial_id`` tag before creating one, so a
+retried or resumed trial keeps logging into the same run.
+
+What a child run holds:
+
+- params: the trial's overrides, flattened (``stage2.optim_wrapper.optimizer.lr``); values
+  longer than :data:`PARAM_VALUE_LIMIT` characters are truncated;
+- metrics: ``val/mIoU`` and ``val/IoU.<class>`` at every stage-2 validation (step: stage-2
+  iteration), ``stage1/*`` at stage-1 validations, then ``pseudo/*`` (pseudo-mask mIoU and
+  per-class IoU, percent) and ``time/*`` (seconds) at the end;
+- tags: sweep name, git commit, trial id, task, labelled fraction, saliency threshold, seed;
+- artifacts: the resolved stage configs, the split files and ``pseudo_masks.png`` (a grid of
+  image | saliency | pseudo-mask foreground | inconsistent region | pseudo-mask).
+"""
+import json
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional
+
+import numpy as np
+
+PARAM_VALUE_LIMIT = 500
+ROLE_TAG = 'eps_harness.role'  # 'sweep' on parent runs, 'trial' on child runs
+PARENT_TAG = 'mlflow.parentRunId'
+METRIC_PREFIXES = ('val/', 'pseudo/', 'stage1/', 'time/')
+STEP_KEYS = ('val/iter', 'stage1/iter')
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class TrackingTarget:
+    """Where a sweep's runs go; travels to Ray workers inside the trial config (a plain dict).
+
+    Attributes:
+        tracking_uri: MLflow tracking URI, reachable from every node.
+        experiment_id: The sweep's MLflow experiment.
+        parent_run_id: The sweep's parent run.
+        sweep_name: The sweep's name (tag ``sweep_name`` of every run).
+        git_commit: Commit of the code that runs the sweep (tag ``git_commit``).
+    """
+
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    sweep_name: str
+    git_commit: str
+
+    def to_dict(self) -> Dict[str, str]:
+        return asdict(self)
+
+
+def default_tracking_uri(storage_path: str) -> str:
+    """The local store of a sweep: ``sqlite:///<storage_path>/mlflow.db`` (absolute path)."""
+    return f'sqlite:///{Path(storage_path).resolve()}/mlflow.db'
+
+
+def start_sweep_run(tracking_uri: str, experiment_name: str, sweep_name: str,
+                    params: Mapping[str, Any], artifacts: List[Path]) -> TrackingTarget:
+    """Creates the experiment (if new) and the sweep's parent run; returns the target."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name(experiment_name)
+    experiment_id = (experiment.experiment_id if experiment is not None else
+                     client.create_experiment(experiment_name,
+                                              artifact_location=_artifact_root(tracking_uri)))
+    commit = git_commit()
+    run = client.create_run(experiment_id, run_name=sweep_name, tags={
+        ROLE_TAG: 'sweep', 'sweep_name': sweep_name, 'git_commit': commit})
+    _log_params(client, run.info.run_id, params)
+    for path in artifacts:
+        client.log_artifact(run.info.run_id, str(path))
+    return TrackingTarget(tracking_uri, experiment_id, run.info.run_id, sweep_name, commit)
+
+
+def set_sweep_status(target: TrackingTarget, status: str) -> None:
+    """Marks the parent run ``'RUNNING'`` (a resumed sweep), ``'FINISHED'`` or ``'FAILED'``."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(target.tracking_uri)
+    if status == 'RUNNING':
+        client.update_run(target.parent_run_id, status=status)
+    else:
+        client.set_terminated(target.parent_run_id, status=status)
+
+
+class TrialRun:
+    """The child run of one trial; the trial's only MLflow writer (rank 0)."""
+
+    def __init__(self, client: Any, run_id: str) -> None:
+        self.client = client
+        self.run_id = run_id
+        self.last_step = 0
+
+    @classmethod
+    def open(cls, target: Mapping[str, str], trial_id: str, run_name: str,
+             overrides: Mapping[str, Any], tags: Mapping[str, Any]) -> 'TrialRun':
+        """Finds the child run tagged ``trial_id`` under the parent, or creates it."""
+        from mlflow import MlflowClient
+
+        target = TrackingTarget(**target)
+        client = MlflowClient(target.tracking_uri)
+        found = client.search_runs(
+            [target.experiment_id],
+            filter_string=f"tags.trial_id = '{trial_id}' and "
+                          f"tags.`{PARENT_TAG}` = '{target.parent_run_id}'",
+            max_results=1)
+        if found:
+            run_id = found[0].info.run_id
+            client.update_run(run_id, status='RUNNING')
+        else:
+            run_id = client.create_run(target.experiment_id, run_name=run_name, tags={
+                ROLE_TAG: 'trial', PARENT_TAG: target.parent_run_id, 'trial_id': trial_id,
+                'sweep_name': target.sweep_name, 'git_commit': target.git_commit,
+                **{key: str(value) for key, value in tags.items()}}).info.run_id
+        _log_params(client, run_id, overrides)
+        return cls(client, run_id)
+
+    def log_metrics(self, metrics: Mapping[str, Any]) -> None:
+        """Logs the numeric ``val/``, ``pseudo/``, ``stage1/``, ``time/`` values; the step is the
+        ``val/iter`` or ``stage1/iter`` of ``metrics`` (else the last step logged)."""
+        from mlflow.entities import Metric
+
+        step = next((int(metrics[key]) for key in STEP_KEYS if key in metrics), self.last_step)
+        self.last_step = step
+        now = int(time.time() * 1000)
+        batch = [Metric(key, float(value), now, step) for key, value in metrics.items()
+                 if key.startswith(METRIC_PREFIXES) and key not in STEP_KEYS
+                 and isinstance(value, (int, float)) and not isinstance(value, bool)]
+        if batch:
+            self.client.log_batch(self.run_id, metrics=batch)
+
+    def log_result(self, result: Mapping[str, Any], work_dir: Path) -> None:
+        """Logs the final metrics of ``run_trial`` and the trial's artifacts."""
+        self.log_metrics(result)
+        grid = write_pseudo_mask_grid(Path(result['stage1_config']),
+                                      float(result['saliency_threshold']),
+                                      Path(work_dir) / 'pseudo_masks.png')
+        self.client.log_artifact(self.run_id, result['stage1_config'], 'configs')
+        self.client.log_artifact(self.run_id, result['stage2_config'], 'configs')
+        self.client.log_artifacts(self.run_id, str(Path(result['split_file']).parent), 'splits')
+        self.client.log_artifact(self.run_id, str(grid))
+
+    def finish(self, status: str = 'FINISHED') -> None:
+        self.client.set_terminated(self.run_id, status=status)
+
+
+def write_pseudo_mask_grid(stage1_config: Path, threshold: float, out_path: Path,
+                           count: int = 4) -> Path:
+    """Draws ``count`` training images as rows: image | saliency | pseudo-mask foreground |
+    inconsistent region | pseudo-mask; writes a PNG to ``out_path`` and returns it.
+
+    The images and saliency maps come from the dataset named by the stage-1 config (as dumped by
+    the trial: absolute ``data_root``), the pseudo-masks from ``pseudo_masks/`` next to it. The
+    inconsistent region is ``(pseudo-mask > 0) XOR (saliency > threshold)``, saliency in [0, 1]:
+    where the pseudo-mask and the thresholded saliency map disagree about the foreground.
+    """
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    from mmengine.config import Config
+    from PIL import Image
+
+    cfg = Config.fromfile(str(stage1_config))
+    data_root = Path(cfg.data_root)
+    prefix = cfg.train_dataloader.dataset.data_prefix
+    masks = sorted((stage1_config.parent / 'pseudo_masks').glob('*.png'))[:count]
+    titles = ['image', 'saliency', 'pseudo-mask > 0', f'XOR saliency > {threshold:g}',
+              'pseudo-mask']
+    figure, axes = plt.subplots(len(masks), len(titles), squeeze=False,
+                                figsize=(2 * len(titles), 2 * len(masks)))
+    for row, mask_path in zip(axes, masks):
+        image_path = next((data_root / prefix['img_path']).glob(f'{mask_path.stem}.*'))
+        saliency = np.asarray(Image.open(
+            data_root / prefix['saliency_path'] / f'{mask_path.stem}.png').convert('L')) / 255.0
+        pseudo = Image.open(mask_path)
+        foreground = np.asarray(pseudo) > 0
+        panels = [(Image.open(image_path).convert('RGB'), None), (saliency, 'gray'),
+                  (foreground, 'gray'), (foreground ^ (saliency > threshold), 'Reds'),
+                  (pseudo.convert('RGB'), None)]
+        for axis, (panel, colour_map) in zip(row, panels):
+            scale = {} if colour_map is None else {'cmap': colour_map, 'vmin': 0, 'vmax': 1}
+            axis.imshow(panel, **scale)
+            axis.set_axis_off()
+    for axis, title in zip(axes[0], titles):
+        axis.set_title(title, fontsize=9)
+    figure.tight_layout()
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out_path, dpi=100)
+    plt.close(figure)
+    return out_path
+
+
+def flatten(values: Mapping[str, Any], prefix: str = '') -> Dict[str, Any]:
+    """``{'a': {'b': 1}}`` -> ``{'a.b': 1}``; lists stay values."""
+    flat: Dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f'{prefix}{key}.'))
+        else:
+            flat[f'{prefix}{key}'] = value
+    return flat
+
+
+def git_commit() -> str:
+    """The commit of the project checkout (``'uncommitted'`` without one, ``+dirty`` if edited)."""
+    def git(*args: str) -> str:
+        return subprocess.run(['git', *args], cwd=PROJECT_ROOT, capture_output=True,
+                              text=True).stdout.strip()
+
+    commit = git('rev-parse', 'HEAD')
+    if not commit or commit == 'HEAD':
+        return 'uncommitted'
+    return commit + ('+dirty' if git('status', '--porcelain', '--untracked-files=no') else '')
+
+
+def _log_params(client: Any, run_id: str, params: Mapping[str, Any]) -> None:
+    """Logs flattened params, skipping the ones the run already holds (a retried trial)."""
+    from mlflow.entities import Param
+
+    logged = client.get_run(run_id).data.params
+    batch = [Param(key, _param_value(value)) for key, value in sorted(flatten(params).items())
+             if key not in logged]
+    for start in range(0, len(batch), 100):  # MLflow takes at most 100 params per batch
+        client.log_batch(run_id, params=batch[start:start + 100])
+
+
+def _param_value(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text[:PARAM_VALUE_LIMIT]
+
+
+def _artifact_root(tracking_uri: str) -> Optional[str]:
+    """Artifacts of a local SQLite store go next to its database (else: the server's default)."""
+    prefix = 'sqlite:///'
+    if tracking_uri.startswith(prefix):
+        return (Path(tracking_uri[len(prefix):]).resolve().parent / 'mlartifacts').as_uri()
+    return None

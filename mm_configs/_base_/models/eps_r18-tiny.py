@@ -1,0 +1,34 @@
+# A small EPS / EPS++ stage-1 network for CPU runs: ResNetV1c-18 at a quarter of the width,
+# output stride 4 (dilated stages 3-4), trained from scratch, BN (not SyncBN: CPU runs).
+norm_cfg = dict(type='BN', requires_grad=True)
+data_preprocessor = dict(
+    type='SegDataPreProcessor',
+    mean=[123.675, 116.28, 103.53],
+    std=[58.395, 57.12, 57.375],
+    bgr_to_rgb=True,
+    pad_val=0,
+    seg_pad_val=255)
+model = dict(
+    type='EPSClassifier',
+    data_preprocessor=data_preprocessor,
+    backbone=dict(
+        type='ResNetV1c',
+        depth=18,
+        stem_channels=16,
+        base_channels=16,
+        num_stages=4,
+        out_indices=(3, ),
+        strides=(1, 2, 1, 1),
+        dilations=(1, 1, 2, 4),
+        norm_cfg=norm_cfg,
+        contract_dilation=True),
+    decode_head=dict(type='CAMHead', in_channels=128, num_classes=5),
+    loss_cls=dict(type='MultiLabelSoftMarginLoss'),
+    loss_sal=dict(
+        type='IRDLoss',
+        threshold=0.5,
+        pamr=dict(type='PAMR', num_iter=10, dilations=(1, 2, 4, 8, 12, 24))),
+    test_cfg=dict(
+        mode='whole',
+        bg_threshold=None,
+        pamr=dict(type='PAMR', num_iter=10, dilations=(1, 2, 4, 8, 12, 24))))

@@ -1,0 +1,22 @@
+"""Shared fixtures: a tiny copy of the bundled dataset, generated once per test session."""
+from pathlib import Path
+
+import pytest
+
+from harness.data.synthetic import SyntheticConfig, generate_dataset
+
+
+@pytest.fixture(scope='session')
+def tiny_dataset(tmp_path_factory) -> Path:
+    """A bundled-format dataset with 12 train and 6 val images of 64x64 (read-only for tests)."""
+    root = tmp_path_factory.mktemp('data') / 'shapes_voc'
+    return generate_dataset(root, SyntheticConfig(num_train=12, num_val=6, image_size=64))
+
+
+@pytest.fixture
+def dataset_copy(tiny_dataset, tmp_path) -> Path:
+    """A private copy of the tiny dataset that a test may damage."""
+    import shutil
+    copy = tmp_path / 'shapes_voc'
+    shutil.copytree(tiny_dataset, copy)
+    return copy

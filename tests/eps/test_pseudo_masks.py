@@ -1,0 +1,76 @@
+import numpy as np
+import pytest
+import torch
+from mmengine.structures import PixelData
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from harness.data import synthetic
+from harness.eps.pseudo_masks import generate_pseudo_masks, write_palette_png
+from mmseg.structures import SegDataSample
+
+
+class FixedModel(torch.nn.Module):
+    """Predicts the ground truth, except class 1 everywhere in the first image."""
+
+    def test_step(self, batch):
+        outputs = []
+        for sample in batch['data_samples']:
+            prediction = sample.gt_sem_seg.data.clone()
+            if sample.metainfo['img_id'] == 'a':
+                prediction[:] = 1
+            out = SegDataSample(metainfo=sample.metainfo)
+            out.gt_sem_seg = sample.gt_sem_seg
+            out.pred_sem_seg = PixelData(data=prediction)
+            outputs.append(out)
+        return outputs
+
+
+class TinySplit(torch.utils.data.Dataset):
+    metainfo = dict(classes=('background', 'x', 'y'), palette=[[0, 0, 0], [128, 0, 0], [0, 128, 0]])
+
+    def __init__(self):
+        self.items = []
+        for image_id, values in (('a', [[0, 2], [0, 2]]), ('b', [[1, 1], [0, 2]])):
+            sample = SegDataSample(metainfo=dict(img_id=image_id))
+            sample.gt_sem_seg = PixelData(data=torch.tensor([values]))
+            self.items.append(sample)
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, index):
+        return self.items[index]
+
+
+def loader():
+    return DataLoader(TinySplit(), batch_size=2, collate_fn=lambda s: dict(data_samples=s))
+
+
+def test_writes_palette_pngs_and_scores_them(tmp_path):
+    metrics = generate_pseudo_masks(FixedModel(), loader(), tmp_path / 'masks')
+    written = Image.open(tmp_path / 'masks' / 'a.png')
+    assert written.mode == 'P'
+    np.testing.assert_array_equal(np.asarray(written), [[1, 1], [1, 1]])
+    assert written.getpalette()[3:6] == [128, 0, 0]
+    # background: 2 gt pixels in 'a' wrongly 1, 1 right in 'b' -> IoU 1/3; x: 2/(4+2) -> 1/3
+    # y: 'a' misses 2, 'b' right 1 -> 1/3
+    assert metrics['pseudo/IoU.background'] == pytest.approx(33.33, abs=0.01)
+    assert metrics['pseudo/IoU.x'] == pytest.approx(33.33, abs=0.01)
+    assert metrics['pseudo/mIoU'] == pytest.approx(33.33, abs=0.01)
+    assert not (tmp_path / 'masks.partial').exists()
+
+
+def test_never_overwrites_an_existing_folder(tmp_path):
+    (tmp_path / 'masks').mkdir()
+    (tmp_path / 'masks' / 'mine.png').write_bytes(b'user data')
+    with pytest.raises(FileExistsError, match='masks already exists'):
+        generate_pseudo_masks(FixedModel(), loader(), tmp_path / 'masks')
+    assert (tmp_path / 'masks' / 'mine.png').read_bytes() == b'user data'
+
+
+def test_palette_png_uses_the_dataset_palette(tmp_path):
+    write_palette_png(tmp_path / 'm.png', np.array([[0, 3], [255, 1]]), synthetic.PALETTE)
+    image = Image.open(tmp_path / 'm.png')
+    np.testing.assert_array_equal(np.asarray(image), [[0, 3], [255, 1]])
+    assert image.getpalette()[9:12] == list(synthetic.PALETTE[3])
