@@ -28,6 +28,7 @@ from mmengine.config import Config
 from mmengine.hooks import Hook
 
 from harness.data import splits, synthetic
+from harness.eps.checkpoints import trusted_checkpoint_loading
 from harness.overrides import apply_overrides, parse_assignments
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -266,7 +267,8 @@ def _run_stage(cfg: Config, prefix: str, report: Optional[Report]) -> Dict[str, 
     runner = Runner.from_cfg(cfg)
     recorder = _MetricsRecorder(prefix, report)
     runner.register_hook(recorder)
-    runner.train()
+    with trusted_checkpoint_loading():  # the checkpoints are this trial's own
+        runner.train()
     return recorder.metrics
 
 

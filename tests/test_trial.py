@@ -1,0 +1,121 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from harness.trial import TrialSpec, load_spec, main, run_trial
+
+SHORT = {f'{stage}.{key}': value
+         for stage in ('stage1', 'stage2')
+         for key, value in (('train_cfg.max_iters', 8), ('train_cfg.val_interval', 8),
+                            ('param_scheduler.0.end', 8),
+                            ('default_hooks.checkpoint.interval', 4),
+                            ('train_dataloader.batch_size', 4))}
+
+
+def short_spec(data_root: Path, **values) -> TrialSpec:
+    return TrialSpec(data_root=str(data_root), **values).with_overrides(SHORT)
+
+
+def test_defaults_are_the_bundled_ssss_quarter_with_ird():
+    spec = TrialSpec()
+    assert (spec.task, spec.labelled_fraction, spec.saliency_threshold) == ('ssss', 0.25, 0.5)
+    assert 'epspp-ird' in spec.stage1_config
+
+
+def test_overrides_accept_short_names_fractions_and_stage_keys():
+    spec = TrialSpec().with_overrides({'fraction': '1/8', 'threshold': 0.3,
+                                       'stage2.optim_wrapper.optimizer.lr': 0.01})
+    assert spec.labelled_fraction == 0.125 and spec.saliency_threshold == 0.3
+    assert spec.stage2 == {'optim_wrapper.optimizer.lr': 0.01}
+
+
+@pytest.mark.parametrize('overrides,error,match', [
+    ({'labelled_fraction': 0}, ValueError, r'must lie in \(0, 1\]'),
+    ({'labelled_fraction': '3/2'}, ValueError, r'must lie in \(0, 1\]'),
+    ({'task': 'fully'}, ValueError, r"task 'fully' is not one of \('wsss', 'ssss'\)"),
+    ({'saliency_threshold': 1.0}, ValueError, 'saliency_threshold'),
+    ({'fractoin': 0.5}, KeyError, "unknown key 'fractoin'.*labelled_fraction"),
+    ({'stage1_config': 'nope.py'}, FileNotFoundError, 'nope.py'),
+])
+def test_bad_values_are_rejected_by_name(overrides, error, match):
+    with pytest.raises(error, match=match):
+        TrialSpec().with_overrides(overrides)
+
+
+def test_experiment_file_and_assignments(tmp_path):
+    experiment = tmp_path / 'wsss.yaml'
+    experiment.write_text('task: wsss\nthreshold: 0.4\nstage1:\n  train_cfg.max_iters: 5\n')
+    spec = load_spec(str(experiment), ['seed=3'])
+    assert (spec.task, spec.saliency_threshold, spec.seed) == ('wsss', 0.4, 3)
+    assert spec.stage1 == {'train_cfg.max_iters': 5}
+    with pytest.raises(FileNotFoundError, match='absent.yaml'):
+        load_spec(str(tmp_path / 'absent.yaml'), [])
+
+
+def test_unknown_config_key_is_an_error_before_training(tiny_dataset, tmp_path):
+    spec = short_spec(tiny_dataset).with_overrides({'stage1.model.loss_sal.treshold': 0.3})
+    with pytest.raises(KeyError, match="did you mean.*model.loss_sal.threshold"):
+        run_trial(spec, tmp_path / 'trial')
+    assert not (tmp_path / 'stage1').exists()
+
+
+def test_split_file_with_unknown_ids_is_an_error(tiny_dataset, tmp_path):
+    split = tmp_path / 'labeled.txt'
+    split.write_text('not_an_id\n')
+    with pytest.raises(ValueError, match='not_an_id'):
+        from harness.trial import _stage2_config
+        _stage2_config(short_spec(tiny_dataset, split_file=str(split)).resolved(),
+                       tmp_path / 'trial', tmp_path / 'masks')
+
+
+def test_missing_pseudo_mask_folder_is_named(tiny_dataset, tmp_path):
+    from harness.trial import _stage2_config
+    with pytest.raises(FileNotFoundError, match='pseudo-mask folder .*no_masks'):
+        _stage2_config(short_spec(tiny_dataset).resolved(), tmp_path / 'trial',
+                       tmp_path / 'no_masks')
+
+
+@pytest.mark.slow
+def test_trial_end_to_end_then_reuse(tiny_dataset, tmp_path, capsys):
+    spec = short_spec(tiny_dataset, labelled_fraction='1/4')
+    result = run_trial(spec, tmp_path / 'a')
+    for key in ('val/mIoU', 'val/IoU.disc', 'pseudo/mIoU', 'pseudo/IoU.ring', 'stage1/mIoU',
+                'time/stage1_s', 'time/stage2_s'):
+        assert 0 <= result[key] <= 100 or key.startswith('time/')
+    assert (result['task'], result['labelled_fraction'], result['saliency_threshold']) == \
+        ('ssss', 0.25, 0.5)
+    labelled = Path(result['split_file']).read_text().split()
+    assert len(labelled) == 3  # 1/4 of the 12 training ids
+    assert Path(result['stage1_config']).is_file() and Path(result['stage2_config']).is_file()
+    pseudo_masks = sorted((tmp_path / 'stage1').glob('*/pseudo_masks/*.png'))
+    assert len(pseudo_masks) == 12
+
+    # another fraction with the same stage-1 settings reuses stage 1
+    other = run_trial(spec.with_overrides({'fraction': '1/2'}), tmp_path / 'b')
+    assert other['stage1_reused'] and other['time/stage1_s'] == 0
+    assert other['pseudo/mIoU'] == result['pseudo/mIoU']
+
+    # a finished trial is not run again: its result is read back
+    mtime = (tmp_path / 'a' / 'result.json').stat().st_mtime
+    assert run_trial(spec, tmp_path / 'a') == result
+    assert (tmp_path / 'a' / 'result.json').stat().st_mtime == mtime
+
+    # the CLI prints the same result as the JSON last line
+    main([f'--work-dir={tmp_path / "a"}'] + [f'--set={k}={v}' for k, v in SHORT.items()] +
+         [f'--set=data_root={tiny_dataset}'])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
+
+
+@pytest.mark.slow
+def test_interrupted_trial_resumes_from_its_last_checkpoint(tiny_dataset, tmp_path):
+    # A first run that stops at iteration 4 of 8 (with a checkpoint there) stands for a trial
+    # that was killed; the second run of the same trial folder continues from iteration 4.
+    spec = short_spec(tiny_dataset, task='wsss')
+    run_trial(spec.with_overrides({'stage2.train_cfg.max_iters': 4}), tmp_path / 'trial')
+    (tmp_path / 'trial' / 'result.json').unlink()
+    run_trial(spec, tmp_path / 'trial')
+    logs = sorted((tmp_path / 'trial' / 'stage2').glob('*/*.log'))
+    assert len(logs) == 2
+    assert 'resumed epoch: 0, iter: 4' in logs[-1].read_text()
+    assert (tmp_path / 'trial' / 'stage2' / 'iter_8.pth').is_file()
