@@ -206,12 +206,19 @@ def parse_sweep(raw: Mapping[str, Any], source: str, storage_path: Optional[str]
             f'{source}: unknown key(s) {unknown}; valid keys: sweep settings {list(SWEEP_KEYS)} '
             f'and fixed trial values {spec_keys} (short names {list(SHORT_NAMES)})')
 
-    name = _typed(raw.get('name'), str, source, 'name')
+    if 'name' not in raw:
+        raise SweepConfigError(f'{source}: name is missing; every sweep needs one (it names the '
+                               "sweep's folder and MLflow experiment)")
+    name = _typed(raw['name'], str, source, 'name')
     if not name or not re.fullmatch(r'[A-Za-z0-9][A-Za-z0-9_.-]*', name):
         raise SweepConfigError(f'{source}: name {name!r} must be a folder name of letters, digits, '
                                "'_', '.', '-' (it names the sweep's folder and MLflow experiment)")
-    spec = {SHORT_NAMES.get(key, key): _absolute_if_path(SHORT_NAMES.get(key, key), value)
-            for key, value in raw.items() if key in spec_keys or key in SHORT_NAMES}
+    # TrialSpec's default config paths are relative too: ship them resolved.
+    spec = {f.name: f.default for f in dataclasses.fields(TrialSpec)
+            if f.name in PATH_KEYS and isinstance(f.default, str)}
+    spec.update((SHORT_NAMES.get(key, key), value) for key, value in raw.items()
+                if key in spec_keys or key in SHORT_NAMES)
+    spec = {key: _absolute_if_path(key, value) for key, value in spec.items()}
     search_space = _search_space(raw.get('search_space', {}), source)
     overrides = {key: _absolute_if_path(key, value) for key, value in
                  _typed(raw.get('overrides', {}), dict, source, 'overrides').items()}

@@ -18,6 +18,7 @@ What a child run holds:
   image | saliency | pseudo-mask foreground | inconsistent region | pseudo-mask).
 """
 import json
+import numbers
 import subprocess
 import time
 from dataclasses import asdict, dataclass
@@ -133,7 +134,7 @@ class TrialRun:
         now = int(time.time() * 1000)
         batch = [Metric(key, float(value), now, step) for key, value in metrics.items()
                  if key.startswith(METRIC_PREFIXES) and key not in STEP_KEYS
-                 and isinstance(value, (int, float)) and not isinstance(value, bool)]
+                 and isinstance(value, numbers.Real) and not isinstance(value, bool)]
         if batch:
             self.client.log_batch(self.run_id, metrics=batch)
 

@@ -9,7 +9,7 @@ from harness.eps.checkpoints import trusted_checkpoint_loading
 
 def test_mmengine_checkpoint_contents_load_inside_the_context_only(tmp_path):
     path = tmp_path / 'ckpt.pth'
-    torch.save({'message_hub': HistoryBuffer([1.0, 2.0])}, path)
+    torch.save({'message_hub': HistoryBuffer([1.0, 2.0], [1, 1])}, path)
     with pytest.raises(Exception, match='Weights only load failed'):
         torch.load(path)
     with trusted_checkpoint_loading():
