@@ -18,7 +18,8 @@ model = dict(
         dilations=(1, 1, 2, 4),
         norm_cfg=norm_cfg),
     decode_head=dict(in_channels=2048, num_classes=20),
-    loss_sal=dict(threshold=0.5))
+    # IRD drops nothing during the first ~2 epochs, while the localization maps take shape.
+    loss_sal=dict(threshold=0.5, warmup_iters=2500))
 optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=5e-4),

@@ -75,3 +75,22 @@ def test_needs_images():
 def test_rejects_threshold_outside_the_open_unit_interval(threshold):
     with pytest.raises(ValueError, match='threshold'):
         IRDLoss(threshold=threshold)
+
+
+def test_warm_up_drops_nothing_until_the_runner_reaches_warmup_iters():
+    from mmengine.logging import MessageHub
+    maps = log_probs([0.1, 0.9], [0.8, 0.2], [0.3, 0.7])
+    saliency = torch.tensor([1.0, 0.0, 0.1]).view(1, 1, 1, 3)
+    args = (maps, saliency, torch.ones(1, 1), torch.zeros(1, 3, 1, 3))
+    loss = IRDLoss(pamr=NO_REFINEMENT, warmup_iters=5)
+    hub = MessageHub.get_instance('test_ird_warmup')
+    hub.update_info('iter', 4)
+    every_pixel = ((1.0 - 0.9) ** 2 + (0.0 - 0.2) ** 2 + (0.1 - 0.7) ** 2) / 3
+    assert loss(*args).item() == pytest.approx(every_pixel, rel=1e-5)
+    hub.update_info('iter', 5)
+    assert loss(*args).item() == pytest.approx(((0.1) ** 2 + 0.2 ** 2) / 2, rel=1e-5)
+
+
+def test_negative_warm_up_is_rejected():
+    with pytest.raises(ValueError, match='warmup_iters'):
+        IRDLoss(warmup_iters=-1)

@@ -28,6 +28,9 @@ model = dict(
     loss_sal=dict(
         type='IRDLoss',
         threshold=0.5,
+        # Nothing is dropped for the first third of training: from scratch the network would
+        # otherwise settle on background everywhere (see IRDLoss).
+        warmup_iters=200,
         pamr=dict(type='PAMR', num_iter=10, dilations=(1, 2, 4, 8, 12, 24))),
     test_cfg=dict(
         mode='whole',
