@@ -2,12 +2,14 @@
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from mmengine.logging import MessageHub
 from torch import Tensor
 
 from mmseg.registry import MODELS
 from .saliency_loss import SaliencyLoss
+
+
+REFINED_MAPS = ('cam', 'softmax')
 
 
 @MODELS.register_module()
@@ -21,8 +23,10 @@ class IRDLoss(SaliencyLoss):
     ``L = sum_p (1 - N_p) (M_s,p - M_fg,p)^2 / sum_p (1 - N_p)``, averaged over the batch. An image
     whose pixels are all inconsistent contributes 0 (the denominator is clamped at 1).
 
-    PAMR runs on the input image resized to the resolution of the maps, as in the reference
-    PAMR code (Araslanov & Roth, CVPR 2020).
+    The loss is computed at the resolution of the input image: the probabilities are upsampled
+    to it (bilinear) and PAMR's affinities come from the image itself. (Refining at the
+    resolution of the maps, as the reference PAMR code does at output stride 4, erased the small
+    objects of 64-pixel images at output stride 8, whose maps are 8x8.)
 
     Warm-up: at initialisation the softmax gives every present class about ``1 / (C + 1)``, so
     ``B(M_r)`` is 0 everywhere, every salient pixel counts as inconsistent and is dropped, and
@@ -32,9 +36,21 @@ class IRDLoss(SaliencyLoss):
     (``N = 0``, a plain saliency MSE on ``M_fg``); the iteration is read from MMEngine's
     ``MessageHub`` (outside a runner, the loss is always the paper's).
 
+    Which foreground map PAMR refines into ``M_r`` (``refine``):
+
+    - ``'softmax'``: ``M_fg`` itself, the literal reading of the formula.
+    - ``'cam'``: the class activation maps of the present classes, each max-normalised
+      (``relu(M_i) / max relu(M_i)``, the usual WSSS localization map), their pixel-wise max.
+      They follow the classification evidence and not the background channel, so the second
+      opinion that decides which saliency pixels to drop cannot drift with the network's own
+      background. Measured on the bundled data (from scratch, 600 iterations): with
+      ``'softmax'`` the background channel took over the objects of 4 of 5 classes (pseudo-mask
+      mIoU 25.1); see the README for the ``'cam'`` figures.
+
     Args:
         threshold: Binarisation threshold of ``B`` (0.5 in the paper; swept by the harness).
         pamr: Config of the :class:`PAMR` module that yields ``M_r``.
+        refine: ``'cam'`` or ``'softmax'``: the foreground map that PAMR refines (see above).
         warmup_iters: Iterations before inconsistent regions are dropped (0: from the start).
         loss_weight: Factor on the loss.
         loss_name: Key in the loss dict.
@@ -44,14 +60,17 @@ class IRDLoss(SaliencyLoss):
 
     def __init__(self, threshold: float = 0.5,
                  pamr: dict = dict(type='PAMR', num_iter=10, dilations=(1, 2, 4, 8, 12, 24)),
-                 warmup_iters: int = 0, loss_weight: float = 1.0,
+                 refine: str = 'cam', warmup_iters: int = 0, loss_weight: float = 1.0,
                  loss_name: str = 'loss_sal') -> None:
         super().__init__(loss_weight=loss_weight, loss_name=loss_name)
         if not 0.0 < threshold < 1.0:
             raise ValueError(f'IRDLoss: threshold must lie in (0, 1), got {threshold}')
+        if refine not in REFINED_MAPS:
+            raise ValueError(f'IRDLoss: refine must be one of {REFINED_MAPS}, got {refine!r}')
         if warmup_iters < 0:
             raise ValueError(f'IRDLoss: warmup_iters must be >= 0, got {warmup_iters}')
         self.threshold = threshold
+        self.refine = refine
         self.warmup_iters = warmup_iters
         self.pamr = MODELS.build(pamr)
 
@@ -59,20 +78,28 @@ class IRDLoss(SaliencyLoss):
                 images: Optional[Tensor] = None) -> Tensor:
         if images is None:
             raise ValueError('IRDLoss needs the input images to refine the foreground map')
-        probs, saliency = self.probabilities_and_saliency(maps, saliency, labels)
+        probs, saliency = self.probabilities_and_saliency(maps, saliency, labels,
+                                                          size=images.shape[-2:])
         foreground = (probs[:, 1:] * labels.to(probs.dtype)[:, :, None, None]).sum(1, keepdim=True)
         with torch.no_grad():
             if self.warming_up():
                 consistent = torch.ones_like(saliency)
             else:
-                small_images = F.interpolate(images.to(probs.dtype), size=maps.shape[-2:],
-                                             mode='bilinear', align_corners=True)
-                refined = self.pamr(small_images, foreground.detach())
+                refined = self.pamr(images.to(probs.dtype),
+                                    self.map_to_refine(maps, labels, foreground))
                 consistent = ((refined > self.threshold) == (saliency > self.threshold))
                 consistent = consistent.to(probs.dtype)
         squared_error = consistent * (saliency - foreground) ** 2
         per_image = squared_error.sum(dim=(1, 2, 3)) / consistent.sum(dim=(1, 2, 3)).clamp(min=1)
         return self.loss_weight * per_image.mean()
+
+    def map_to_refine(self, maps: Tensor, labels: Tensor, foreground: Tensor) -> Tensor:
+        """The foreground map ``[B, 1, h, w]`` in [0, 1] that PAMR refines into ``M_r``."""
+        if self.refine == 'softmax':
+            return foreground.detach()
+        cams = torch.relu(maps[:, 1:].detach())
+        cams = cams / cams.amax(dim=(2, 3), keepdim=True).clamp(min=1e-5)
+        return (cams * labels.to(cams.dtype)[:, :, None, None]).amax(dim=1, keepdim=True)
 
     def warming_up(self) -> bool:
         """Whether the runner's current training iteration is still within ``warmup_iters``."""

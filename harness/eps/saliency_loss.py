@@ -1,5 +1,5 @@
 """What the EPS and EPS++ saliency losses share: inputs, their checks, and their resolution."""
-from typing import Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch.nn as nn
 import torch.nn.functional as F
@@ -9,9 +9,9 @@ from torch import Tensor
 class SaliencyLoss(nn.Module):
     """Base of the losses that compare localization maps with an off-the-shelf saliency map.
 
-    Both losses work at the resolution of the localization maps: the saliency map is resized
-    to it (bilinear), and the maps are turned into probabilities by a softmax over the ``C + 1``
-    channels (channel 0 = background).
+    The maps are turned into probabilities by a softmax over the ``C + 1`` channels (channel 0 =
+    background); probabilities and saliency are compared at one resolution, by default that of
+    the maps (the saliency map is resized to it, bilinear).
 
     Args:
         loss_weight: Factor on the loss.
@@ -34,9 +34,13 @@ class SaliencyLoss(nn.Module):
     def loss_name(self) -> str:
         return self._loss_name
 
-    def probabilities_and_saliency(self, maps: Tensor, saliency: Tensor,
-                                   labels: Tensor) -> Tuple[Tensor, Tensor]:
-        """Checks the shapes; returns ``(softmax(maps) [B,C+1,h,w], saliency [B,1,h,w])``."""
+    def probabilities_and_saliency(self, maps: Tensor, saliency: Tensor, labels: Tensor,
+                                   size: Optional[Sequence[int]] = None) -> Tuple[Tensor, Tensor]:
+        """Checks the shapes; returns ``(softmax(maps), saliency)`` at ``size`` (default: the maps').
+
+        Shapes: ``[B, C+1, h, w]`` and ``[B, 1, h, w]`` with ``(h, w) = size``; both resized
+        bilinearly where needed.
+        """
         name = type(self).__name__
         if maps.dim() != 4 or saliency.dim() != 4 or saliency.shape[1] != 1:
             raise ValueError(f'{name}: expected maps [B, C+1, h, w] and saliency [B, 1, H, W], '
@@ -44,6 +48,11 @@ class SaliencyLoss(nn.Module):
         if labels.shape != (maps.shape[0], maps.shape[1] - 1):
             raise ValueError(f'{name}: labels must be [B, C] = {(maps.shape[0], maps.shape[1] - 1)}'
                              f' for maps {tuple(maps.shape)}, got {tuple(labels.shape)}')
-        saliency = F.interpolate(saliency.to(maps.dtype), size=maps.shape[-2:], mode='bilinear',
-                                 align_corners=False)
-        return maps.softmax(dim=1), saliency
+        size = tuple(size or maps.shape[-2:])
+        probs = maps.softmax(dim=1)
+        if probs.shape[-2:] != size:
+            probs = F.interpolate(probs, size=size, mode='bilinear', align_corners=False)
+        saliency = saliency.to(maps.dtype)
+        if saliency.shape[-2:] != size:
+            saliency = F.interpolate(saliency, size=size, mode='bilinear', align_corners=False)
+        return probs, saliency
