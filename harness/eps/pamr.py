@@ -1,7 +1,8 @@
 """Pixel-adaptive mask refinement (PAMR).
 
 Araslanov & Roth, "Single-Stage Semantic Segmentation from Image Labels", CVPR 2020; the
-semantics are those of ``PAMR`` in their code (github.com/visinf/1-stage-wseg, ``models/mods/pamr.py``).
+semantics are those of ``PAMR`` in their code (github.com/visinf/1-stage-wseg,
+``models/mods/pamr.py``).
 
 The reference materialises every neighbour of every mask pixel with a convolution, a
 ``[B, K, 8 * len(dilations), H, W]`` tensor per iteration. Here one iteration is a single
@@ -76,19 +77,22 @@ class PAMR(nn.Module):
             ``[B, K, H, W]`` refined masks, float32 (float64 if an input is float64).
         """
         if image.dim() != 4:
-            raise ValueError(f'PAMR: image must be 4-D [B, C, H, W], got shape {tuple(image.shape)}')
+            raise ValueError(f'PAMR: image must be 4-D [B, C, H, W], got shape '
+                             f'{tuple(image.shape)}')
         if masks.dim() != 4:
-            raise ValueError(f'PAMR: masks must be 4-D [B, K, h, w], got shape {tuple(masks.shape)}')
+            raise ValueError(f'PAMR: masks must be 4-D [B, K, h, w], got shape '
+                             f'{tuple(masks.shape)}')
         if image.shape[0] != masks.shape[0]:
             raise ValueError(f'PAMR: image and masks must have the same batch size, got image '
                              f'{tuple(image.shape)} and masks {tuple(masks.shape)}')
         dtype = torch.promote_types(torch.promote_types(image.dtype, masks.dtype), torch.float32)
         batch, _, height, width = image.shape
         num_classes = masks.shape[1]
-        masks = F.interpolate(masks.to(dtype), size=(height, width), mode='bilinear',
-                              align_corners=True)
+        # Upsampling channels-last is faster and makes the [B * H * W, K] table below a view.
+        masks = F.interpolate(masks.to(dtype).contiguous(memory_format=torch.channels_last),
+                              size=(height, width), mode='bilinear', align_corners=True)
         if self.num_iter == 0:
-            return masks
+            return masks.contiguous()
         weights = self._affinity(image.to(dtype)).reshape(-1, len(self.offsets))
         index = self._neighbour_index(batch, height, width, image.device)
         table = masks.permute(0, 2, 3, 1).reshape(-1, num_classes)
@@ -117,7 +121,7 @@ class PAMR(nn.Module):
         var = (image - mean).square_().mul_(num_dilations)
         for neighbour in neighbours:
             var += (neighbour - mean).square_()
-        denominator = var.div_(num_taps - 1).sqrt_().mul_(0.1).add_(1e-8)
+        denominator = 1e-8 + 0.1 * var.div_(num_taps - 1).sqrt_()
         # Stacked as [B, H, N, W]: each neighbour writes whole rows, and the transpose to
         # [B, H, W, N] (the layout embedding_bag reads) moves small blocks that stay in cache.
         logits = torch.stack([(image - neighbour).abs_().div_(denominator).sum(1)
@@ -136,5 +140,6 @@ class PAMR(nn.Module):
         index = rows[:, None, :] * width + cols[None, :, :]
         # int32 halves the index traffic of every iteration where it can address all entries.
         dtype = torch.int32 if batch * index.numel() < 2**31 else torch.int64
-        first_rows = torch.arange(0, batch * height * width, height * width, device=device, dtype=dtype)
+        first_rows = torch.arange(0, batch * height * width, height * width, device=device,
+                                  dtype=dtype)
         return (first_rows[:, None, None, None] + index.to(dtype)).view(-1, len(self.offsets))

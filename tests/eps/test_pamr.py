@@ -1,0 +1,213 @@
+"""PAMR: equal to the conv-based reference of Araslanov & Roth (CVPR 2020), plus its invariants."""
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from harness.eps.pamr import PAMR
+from mmseg.registry import MODELS
+
+DEFAULT_DILATIONS = (1, 2, 4, 8, 12, 24)
+
+
+# The reference, as in github.com/visinf/1-stage-wseg (models/mods/pamr.py).
+class LocalAffinity(nn.Module):
+
+    def __init__(self, dilations=(1, )):
+        super().__init__()
+        self.dilations = dilations
+        self.register_buffer('kernel', self._init_aff())
+
+    def _init_aff(self):
+        weight = torch.zeros(8, 1, 3, 3)
+        for i in range(weight.size(0)):
+            weight[i, 0, 1, 1] = 1
+        weight[0, 0, 0, 0] = -1
+        weight[1, 0, 0, 1] = -1
+        weight[2, 0, 0, 2] = -1
+        weight[3, 0, 1, 0] = -1
+        weight[4, 0, 1, 2] = -1
+        weight[5, 0, 2, 0] = -1
+        weight[6, 0, 2, 1] = -1
+        weight[7, 0, 2, 2] = -1
+        return weight
+
+    def forward(self, x):
+        B, K, H, W = x.size()
+        x = x.view(B * K, 1, H, W)
+        x_affs = []
+        for d in self.dilations:
+            x_pad = F.pad(x, [d] * 4, mode='replicate')
+            x_affs.append(F.conv2d(x_pad, self.kernel, dilation=d))
+        return torch.cat(x_affs, 1).view(B, K, -1, H, W)
+
+
+class LocalAffinityCopy(LocalAffinity):
+
+    def _init_aff(self):
+        weight = torch.zeros(8, 1, 3, 3)
+        weight[0, 0, 0, 0] = 1
+        weight[1, 0, 0, 1] = 1
+        weight[2, 0, 0, 2] = 1
+        weight[3, 0, 1, 0] = 1
+        weight[4, 0, 1, 2] = 1
+        weight[5, 0, 2, 0] = 1
+        weight[6, 0, 2, 1] = 1
+        weight[7, 0, 2, 2] = 1
+        return weight
+
+
+class LocalStDev(LocalAffinity):
+
+    def _init_aff(self):
+        weight = torch.zeros(9, 1, 3, 3)
+        weight[0, 0, 0, 0] = 1
+        weight[1, 0, 0, 1] = 1
+        weight[2, 0, 0, 2] = 1
+        weight[3, 0, 1, 0] = 1
+        weight[4, 0, 1, 1] = 1
+        weight[5, 0, 1, 2] = 1
+        weight[6, 0, 2, 0] = 1
+        weight[7, 0, 2, 1] = 1
+        weight[8, 0, 2, 2] = 1
+        return weight
+
+    def forward(self, x):
+        return super().forward(x).std(2, keepdim=True)
+
+
+class LocalAffinityAbs(LocalAffinity):
+
+    def forward(self, x):
+        return torch.abs(super().forward(x))
+
+
+class ReferencePAMR(nn.Module):
+
+    def __init__(self, num_iter=1, dilations=(1, )):
+        super().__init__()
+        self.num_iter = num_iter
+        self.aff_x = LocalAffinityAbs(dilations)
+        self.aff_m = LocalAffinityCopy(dilations)
+        self.aff_std = LocalStDev(dilations)
+
+    def forward(self, x, mask):
+        mask = F.interpolate(mask, size=x.size()[-2:], mode='bilinear', align_corners=True)
+        x_std = self.aff_std(x)
+        x = -self.aff_x(x) / (1e-8 + 0.1 * x_std)
+        x = x.mean(1, keepdim=True)
+        x = F.softmax(x, 2)
+        for _ in range(self.num_iter):
+            m = self.aff_m(mask)
+            mask = (m * x).sum(2)
+        return mask
+
+
+CASES = [
+    # batch, channels, classes, image (H, W), masks (h, w), num_iter, dilations
+    pytest.param(2, 3, 21, (40, 36), (10, 9), 10, DEFAULT_DILATIONS, id='voc-like'),
+    pytest.param(2, 3, 3, (16, 16), (8, 8), 10, DEFAULT_DILATIONS,
+                 id='image-smaller-than-dilation'),
+    pytest.param(1, 3, 5, (20, 33), (7, 9), 1, (1, ), id='non-square-one-dilation'),
+    pytest.param(3, 3, 2, (9, 6), (9, 6), 0, DEFAULT_DILATIONS, id='no-iteration'),
+    pytest.param(1, 1, 1, (5, 3), (2, 2), 3, (1, 3), id='one-channel-tiny'),
+    pytest.param(4, 4, 2, (24, 17), (6, 5), 10, (2, 5), id='four-channels'),
+]
+
+
+def _inputs(batch, channels, classes, size, mask_size, dtype=torch.float32):
+    generator = torch.Generator().manual_seed(batch * 1000 + classes * 10 + size[0])
+    image = torch.rand(batch, channels, *size, generator=generator, dtype=dtype)
+    masks = torch.rand(batch, classes, *mask_size, generator=generator, dtype=dtype)
+    return image, masks
+
+
+@pytest.mark.parametrize('batch,channels,classes,size,mask_size,num_iter,dilations', CASES)
+def test_matches_reference_float32(batch, channels, classes, size, mask_size, num_iter, dilations):
+    image, masks = _inputs(batch, channels, classes, size, mask_size)
+    expected = ReferencePAMR(num_iter, dilations)(image, masks)
+    refined = PAMR(num_iter, dilations)(image, masks)
+    assert refined.shape == (batch, classes, *size)
+    assert refined.dtype == torch.float32
+    assert (refined - expected).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize('batch,channels,classes,size,mask_size,num_iter,dilations', CASES)
+def test_matches_reference_float64(batch, channels, classes, size, mask_size, num_iter, dilations):
+    image, masks = _inputs(batch, channels, classes, size, mask_size, torch.float64)
+    expected = ReferencePAMR(num_iter, dilations).double()(image, masks)
+    refined = PAMR(num_iter, dilations)(image, masks)
+    assert refined.dtype == torch.float64
+    assert (refined - expected).abs().max().item() < 1e-12
+
+
+def test_unnormalised_image_matches_reference():
+    image, masks = _inputs(2, 3, 4, (32, 32), (8, 8))
+    image = image * 255 - 120
+    expected = ReferencePAMR(10, DEFAULT_DILATIONS)(image, masks)
+    assert (PAMR()(image, masks) - expected).abs().max().item() < 1e-5
+
+
+def test_gradients_match_reference():
+    image, masks = _inputs(2, 3, 3, (11, 13), (6, 7), torch.float64)
+    upstream = torch.rand(2, 3, 11, 13, dtype=torch.float64)
+    gradients = []
+    for module in (ReferencePAMR(3, DEFAULT_DILATIONS).double(), PAMR(3, DEFAULT_DILATIONS)):
+        inputs = (image.clone().requires_grad_(), masks.clone().requires_grad_())
+        (module(*inputs) * upstream).sum().backward()
+        gradients.append([x.grad for x in inputs])
+    for expected, actual in zip(*gradients):
+        assert (actual - expected).abs().max().item() < 1e-10
+
+
+def test_constant_mask_stays_constant():
+    image, _ = _inputs(2, 3, 1, (23, 31), (1, 1))
+    levels = torch.tensor([0.0, 0.25, 1.0, -3.0])
+    masks = levels.view(1, 4, 1, 1).expand(2, 4, 5, 6)
+    refined = PAMR()(image, masks)
+    assert torch.allclose(refined, levels.view(1, 4, 1, 1).expand_as(refined), atol=1e-5)
+
+
+def test_sum_over_classes_is_preserved():
+    image, logits = _inputs(2, 3, 6, (30, 20), (10, 8))
+    refined = PAMR()(image, logits.softmax(1))
+    assert torch.allclose(refined.sum(1), torch.ones(2, 30, 20), atol=1e-5)
+
+
+def test_output_shape_dtype_and_contiguity():
+    image = torch.rand(3, 3, 19, 27, dtype=torch.float16)
+    masks = torch.rand(3, 7, 4, 5, dtype=torch.float16)
+    refined = PAMR(num_iter=2)(image, masks)
+    assert refined.shape == (3, 7, 19, 27)
+    assert refined.dtype == torch.float32
+    assert refined.is_contiguous()
+
+
+def test_built_from_the_registry():
+    pamr = MODELS.build(dict(type='PAMR', num_iter=3, dilations=[1, 2]))
+    assert isinstance(pamr, PAMR)
+    assert (pamr.num_iter, pamr.dilations) == (3, (1, 2))
+    assert len(pamr.offsets) == 16
+
+
+@pytest.mark.parametrize('image_shape,masks_shape,match', [
+    ((3, 8, 8), (1, 2, 4, 4), r'image must be 4-D .* got shape \(3, 8, 8\)'),
+    ((1, 3, 8, 8), (1, 2, 1, 4, 4), r'masks must be 4-D .* got shape \(1, 2, 1, 4, 4\)'),
+    ((2, 3, 8, 8), (1, 2, 4, 4),
+     r'same batch size, got image \(2, 3, 8, 8\) and masks \(1, 2, 4, 4\)'),
+])
+def test_bad_inputs_raise(image_shape, masks_shape, match):
+    with pytest.raises(ValueError, match=match):
+        PAMR()(torch.rand(image_shape), torch.rand(masks_shape))
+
+
+@pytest.mark.parametrize('kwargs,match', [
+    (dict(num_iter=-1), r'num_iter must be an int >= 0, got -1'),
+    (dict(num_iter=2.5), r'num_iter must be an int >= 0, got 2.5'),
+    (dict(dilations=()), r'dilations must be a non-empty sequence of positive ints, got \(\)'),
+    (dict(dilations=(1, 0)), r'dilations must be .* got \(1, 0\)'),
+    (dict(dilations=(1, 1.5)), r'dilations must be .* got \(1, 1.5\)'),
+])
+def test_bad_arguments_raise(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        PAMR(**kwargs)
