@@ -138,6 +138,8 @@ class SweepConfig:
         overrides: Fixed overrides of every trial (spec keys or ``stageN.<cfg key>``).
         seeds: Seeds every point of the search space runs with (a grid axis), or None.
         num_samples: Tune's ``num_samples``: repeats of the grid / samples of the distributions.
+        working_dir: The folder the sweep was started from; relative paths inside the MMEngine
+            configs (``data_root``) are relative to it, in the workers too.
         raw: The file's content as read, stored with the sweep so a resume can compare it.
     """
 
@@ -155,6 +157,7 @@ class SweepConfig:
     mlflow: MlflowSettings
     ray: RaySettings
     failure: FailureSettings
+    working_dir: str = field(default_factory=lambda: str(Path.cwd()))
     raw: Dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
     @property
@@ -222,6 +225,10 @@ def parse_sweep(raw: Mapping[str, Any], source: str, storage_path: Optional[str]
     search_space = _search_space(raw.get('search_space', {}), source)
     overrides = {key: _absolute_if_path(key, value) for key, value in
                  _typed(raw.get('overrides', {}), dict, source, 'overrides').items()}
+    both = sorted(set(overrides) & set(search_space))
+    if both:
+        raise SweepConfigError(f'{source}: {both} set both in overrides and in search_space; '
+                               'keep each key in one of them')
     seeds = _seeds(raw.get('seeds'), spec, search_space, overrides, source)
 
     num_samples = _typed(raw.get('num_samples', 1), int, source, 'num_samples')

@@ -1,5 +1,6 @@
 """The EPS / EPS++ method as MMSegmentation components: importing this package registers them."""
 from .cam_head import CAMHead
+from .checkpoints import CrashSafeCheckpointHook
 from .classification_loss import MultiLabelSoftMarginLoss
 from .datasets import SyntheticShapesDataset, WSSSVOCDataset
 from .eps_classifier import EPSClassifier
@@ -12,6 +13,7 @@ from .transforms import LoadSaliencyMap, PackWSSSInputs
 
 __all__ = [
     'CAMHead', 'MultiLabelSoftMarginLoss', 'EPSLoss', 'IRDLoss', 'PAMR', 'EPSClassifier',
-    'PAMRHook', 'PerClassIoUMetric', 'WSSSVOCDataset', 'SyntheticShapesDataset',
+    'PAMRHook', 'CrashSafeCheckpointHook', 'PerClassIoUMetric', 'WSSSVOCDataset',
+    'SyntheticShapesDataset',
     'LoadSaliencyMap', 'PackWSSSInputs'
 ]

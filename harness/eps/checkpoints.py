@@ -1,7 +1,44 @@
-"""Loading MMEngine checkpoints under torch >= 2.6."""
+"""MMEngine checkpoints that survive a killed process and load under torch >= 2.6."""
 import os
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, List, Optional
+
+from mmengine.dist import is_main_process
+from mmengine.hooks import CheckpointHook
+
+from mmseg.registry import HOOKS
+
+
+@HOOKS.register_module()
+class CrashSafeCheckpointHook(CheckpointHook):
+    """MMEngine's ``CheckpointHook`` that deletes old checkpoints only after the new one is saved.
+
+    With ``max_keep_ckpts`` set, MMEngine 0.10 deletes the oldest kept checkpoint *before* it
+    writes the new one and ``last_checkpoint``: a worker killed in between (a preempted node, a
+    Ray Train restart) leaves ``last_checkpoint`` naming a deleted file, and the run can no longer
+    resume. Here the new checkpoint and ``last_checkpoint`` are written first; the checkpoints
+    beyond ``max_keep_ckpts`` are deleted afterwards. Arguments are those of ``CheckpointHook``.
+    """
+
+    def _save_checkpoint_with_step(self, runner, step: int, meta: Optional[dict]) -> None:
+        if self.max_keep_ckpts <= 0 or (self.keep_ckpt_ids and self.keep_ckpt_ids[-1] == step):
+            super()._save_checkpoint_with_step(runner, step, meta)
+            return
+        stale: List[int] = list(self.keep_ckpt_ids)[:len(self.keep_ckpt_ids) + 1 -
+                                                     self.max_keep_ckpts]
+        self.keep_ckpt_ids.append(step)  # a deque of maxlen max_keep_ckpts drops the stale ids
+        runner.message_hub.update_info('keep_ckpt_ids', list(self.keep_ckpt_ids))
+        keep, self.max_keep_ckpts = self.max_keep_ckpts, -1  # the parent saves, deletes nothing
+        try:
+            super()._save_checkpoint_with_step(runner, step, meta)
+        finally:
+            self.max_keep_ckpts = keep
+        if is_main_process():
+            for old_step in stale:
+                path = self.file_backend.join_path(self.out_dir,
+                                                   self.filename_tmpl.format(old_step))
+                if self.file_backend.isfile(path):
+                    self.file_backend.remove(path)
 
 
 @contextmanager

@@ -1,0 +1,128 @@
+"""MLflow runs as the sweep writes them (harness.tracking) and the report built from them."""
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from harness import report, tracking
+
+
+@pytest.fixture(scope='module')
+def tracking_uri(tmp_path_factory) -> str:
+    """One SQLite store for the module (creating one takes seconds); tests use their own sweeps."""
+    return tracking.default_tracking_uri(str(tmp_path_factory.mktemp('store')))
+
+
+def start_sweep(uri: str, name: str) -> dict:
+    return tracking.start_sweep_run(uri, name, name, params={'name': name}, artifacts=[]).to_dict()
+
+
+def log_trial(target: dict, trial_id: str, fraction: float, threshold: float, seed: int,
+              miou: float, overrides=None) -> tracking.TrialRun:
+    run = tracking.TrialRun.open(
+        target, trial_id, f'run-{trial_id}', overrides or {'fraction': fraction,
+                                                           'threshold': threshold, 'seed': seed},
+        tags=dict(task='ssss', labelled_fraction=fraction, saliency_threshold=threshold,
+                  seed=seed))
+    run.log_metrics({'val/mIoU': miou - 5, 'val/iter': 10})
+    run.log_metrics({'val/mIoU': miou, 'val/IoU.disc': np.float32(miou), 'val/iter': 20})
+    run.log_metrics({'pseudo/mIoU': 40.0, 'time/stage2_s': 3.5, 'task': 'ssss',
+                     'stage1_reused': True})
+    return run
+
+
+def test_a_retried_trial_logs_into_its_own_run(tracking_uri):
+    from mlflow import MlflowClient
+
+    target = start_sweep(tracking_uri, 'retried')
+    first = log_trial(target, 't1', 0.125, 0.3, 0, 50.0)
+    first.finish('FAILED')
+    again = log_trial(target, 't1', 0.125, 0.3, 0, 52.0)  # the retried worker
+    again.finish()
+    client = MlflowClient(tracking_uri)
+    children = client.search_runs(
+        [target['experiment_id']], f"tags.`mlflow.parentRunId` = '{target['parent_run_id']}'")
+    assert [run.info.run_id for run in children] == [first.run_id] == [again.run_id]
+    child = children[0]
+    assert child.info.status == 'FINISHED'
+    assert child.data.tags['sweep_name'] == 'retried' and child.data.tags['git_commit']
+    assert child.data.params['fraction'] == '0.125'
+    history = client.get_metric_history(child.info.run_id, 'val/mIoU')
+    assert sorted((m.step, m.value) for m in history) == [
+        (10, 45.0), (10, 47.0), (20, 50.0), (20, 52.0)]
+    assert child.data.metrics['pseudo/mIoU'] == 40.0
+    assert 'task' not in child.data.metrics and 'val/iter' not in child.data.metrics
+
+
+def test_long_params_are_truncated_and_flattened(tracking_uri):
+    from mlflow import MlflowClient
+
+    target = start_sweep(tracking_uri, 'long')
+    run = tracking.TrialRun.open(target, 't1', 'run', {'stage1.custom_hooks': ['x' * 900],
+                                                       'nested': {'a': 1}}, tags={})
+    params = MlflowClient(tracking_uri).get_run(run.run_id).data.params
+    assert len(params['stage1.custom_hooks']) == tracking.PARAM_VALUE_LIMIT
+    assert params['nested.a'] == '1'
+
+
+def test_report_table_json_and_plot(tracking_uri, tmp_path, capsys):
+    from mlflow import MlflowClient
+
+    target = start_sweep(tracking_uri, 'grid')
+    values = {(0.125, 0.3): [40.0, 44.0], (0.125, 0.5): [50.0, 50.0], (0.5, 0.3): [60.0, 62.0],
+              (0.5, 0.5): [70.0, 74.0]}
+    for index, ((fraction, threshold), mious) in enumerate(values.items()):
+        for seed, miou in enumerate(mious):
+            log_trial(target, f't{index}{seed}', fraction, threshold, seed, miou).finish()
+    start_sweep(tracking_uri, 'other')  # another sweep of the store is not mixed in
+
+    out = tmp_path / 'plot.png'
+    summary = report.report('grid', tracking_uri, out)
+    printed = capsys.readouterr().out
+    assert 'fraction | threshold 0.3' in printed
+    assert '1/8      | 42.00 +- 2.83 (n=2) | 50.00 +- 0.00 (n=2)' in printed
+    assert '1/2      | 61.00 +- 1.41 (n=2) | 72.00 +- 2.83 (n=2)' in printed
+    assert len(summary['trials']) == 8
+    image = np.asarray(Image.open(out))
+    assert image.shape[0] > 100 and image.std() > 0
+    artifacts = MlflowClient(tracking_uri).list_artifacts(target['parent_run_id'])
+    assert [a.path for a in artifacts] == ['plot.png']
+
+    report.main(['grid', '--tracking-uri', tracking_uri, '--json', '--out', str(out)])
+    as_json = json.loads(capsys.readouterr().out)
+    assert len(as_json['trials']) == 8
+    trial = as_json['trials'][0]
+    assert set(trial['overrides']) == {'fraction', 'threshold', 'seed'}
+    assert trial['metrics']['val/mIoU'] in (40.0, 44.0)
+    cell = next(c for c in as_json['table'] if c['labelled_fraction'] == 0.5
+                and c['saliency_threshold'] == 0.5)
+    assert (cell['mean'], cell['count']) == (72.0, 2)
+
+
+def test_unknown_sweep_lists_the_known_ones(tracking_uri):
+    start_sweep(tracking_uri, 'known')
+    with pytest.raises(SystemExit):
+        report.main(['nope', '--tracking-uri', tracking_uri])
+    with pytest.raises(LookupError, match=r"no sweep or MLflow experiment named 'nope'.*'known'"):
+        report.load_trials('nope', tracking_uri)
+
+
+def test_fraction_labels():
+    assert [report.fraction_label(f) for f in (0.0625, 0.125, 0.5, 1.0, 0.0)] == [
+        '1/16', '1/8', '1/2', '1', 'wsss']
+
+
+def test_pseudo_mask_grid_from_a_trials_files(tiny_dataset, tmp_path):
+    """The grid reads images and saliency from data_root, masks from <stage1>/pseudo_masks."""
+    stage1 = tmp_path / 'stage1' / 'abc'
+    shutil.copytree(tiny_dataset / 'SegmentationClass', stage1 / 'pseudo_masks')
+    config = stage1 / 'stage1_config.py'
+    config.write_text(f"data_root = '{tiny_dataset}'\ntrain_dataloader = dict(dataset=dict("
+                      "data_prefix=dict(img_path='JPEGImages', saliency_path='SALImages')))\n")
+    out = tracking.write_pseudo_mask_grid(config, 0.5, tmp_path / 'grid.png', count=3)
+    image = np.asarray(Image.open(out).convert('RGB'))
+    assert image.shape[0] == 600 and image.shape[1] == 1000  # 3 rows x 5 panels of 2 inches
+    assert image.std() > 10
