@@ -1,7 +1,9 @@
 # Stage-2 schedule for the bundled dataset: AdamW from scratch, poly decay, evaluation at the end.
+# lr 1e-2: at 2e-3 the segmentation network still predicted background everywhere after 200
+# iterations (val mIoU 14.87 = background only); at 1e-2 it reached 35.9 (1/2 labelled, seed 0).
 optim_wrapper = dict(
     type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=2e-3, weight_decay=1e-4))
+    optimizer=dict(type='AdamW', lr=1e-2, weight_decay=1e-4))
 param_scheduler = [dict(type='PolyLR', eta_min=1e-5, power=0.9, begin=0, end=600, by_epoch=False)]
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=600, val_interval=600)
 val_cfg = dict(type='ValLoop')
