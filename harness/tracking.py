@@ -15,7 +15,7 @@ What a child run holds:
   per-class IoU, percent) and ``time/*`` (seconds) at the end;
 - tags: sweep name, git commit, trial id, task, labelled fraction, saliency threshold, seed;
 - artifacts: the resolved stage configs, the split files and ``pseudo_masks.png`` (a grid of
-  image | saliency | pseudo-mask foreground | inconsistent region | pseudo-mask).
+  image | saliency | CAM | inconsistent region | pseudo-mask).
 """
 import json
 import numbers
@@ -155,13 +155,15 @@ class TrialRun:
 
 def write_pseudo_mask_grid(stage1_config: Path, threshold: float, out_path: Path,
                            count: int = 4) -> Path:
-    """Draws ``count`` training images as rows: image | saliency | pseudo-mask foreground |
-    inconsistent region | pseudo-mask; writes a PNG to ``out_path`` and returns it.
+    """Draws ``count`` training images as rows: image | saliency | CAM | inconsistent region |
+    pseudo-mask; writes a PNG to ``out_path`` and returns it.
 
-    The images and saliency maps come from the dataset named by the stage-1 config (as dumped by
-    the trial: absolute ``data_root``), the pseudo-masks from ``pseudo_masks/`` next to it. The
-    inconsistent region is ``(pseudo-mask > 0) XOR (saliency > threshold)``, saliency in [0, 1]:
-    where the pseudo-mask and the thresholded saliency map disagree about the foreground.
+    ``stage1_config`` is the config a trial dumped into its stage-1 folder (absolute
+    ``data_root``); next to it lie ``last_checkpoint`` and ``pseudo_masks/``. The CAM is the
+    stage-1 network's foreground map: the largest class score over the classes it predicts
+    (:meth:`EPSClassifier.class_scores`, before PAMR), in [0, 1]. The inconsistent region is
+    ``(pseudo-mask > 0) XOR (saliency > threshold)``, saliency in [0, 1]: where the refined
+    pseudo-mask and the thresholded saliency map disagree about the foreground.
     """
     import matplotlib
     matplotlib.use('Agg')
@@ -173,18 +175,20 @@ def write_pseudo_mask_grid(stage1_config: Path, threshold: float, out_path: Path
     data_root = Path(cfg.data_root)
     prefix = cfg.train_dataloader.dataset.data_prefix
     masks = sorted((stage1_config.parent / 'pseudo_masks').glob('*.png'))[:count]
-    titles = ['image', 'saliency', 'pseudo-mask > 0', f'XOR saliency > {threshold:g}',
+    images = [Image.open(next((data_root / prefix['img_path']).glob(f'{path.stem}.*')))
+              .convert('RGB') for path in masks]
+    cams = foreground_cams(cfg, (stage1_config.parent / 'last_checkpoint').read_text().strip(),
+                           [np.asarray(image) for image in images])
+    titles = ['image', 'saliency', 'CAM (foreground)', f'inconsistent (t={threshold:g})',
               'pseudo-mask']
     figure, axes = plt.subplots(len(masks), len(titles), squeeze=False,
                                 figsize=(2 * len(titles), 2 * len(masks)))
-    for row, mask_path in zip(axes, masks):
-        image_path = next((data_root / prefix['img_path']).glob(f'{mask_path.stem}.*'))
+    for row, mask_path, image, cam in zip(axes, masks, images, cams):
         saliency = np.asarray(Image.open(
             data_root / prefix['saliency_path'] / f'{mask_path.stem}.png').convert('L')) / 255.0
         pseudo = Image.open(mask_path)
-        foreground = np.asarray(pseudo) > 0
-        panels = [(Image.open(image_path).convert('RGB'), None), (saliency, 'gray'),
-                  (foreground, 'gray'), (foreground ^ (saliency > threshold), 'Reds'),
+        inconsistent = (np.asarray(pseudo) > 0) ^ (saliency > threshold)
+        panels = [(image, None), (saliency, 'gray'), (cam, 'jet'), (inconsistent, 'Reds'),
                   (pseudo.convert('RGB'), None)]
         for axis, (panel, colour_map) in zip(row, panels):
             scale = {} if colour_map is None else {'cmap': colour_map, 'vmin': 0, 'vmax': 1}
@@ -197,6 +201,32 @@ def write_pseudo_mask_grid(stage1_config: Path, threshold: float, out_path: Path
     figure.savefig(out_path, dpi=100)
     plt.close(figure)
     return out_path
+
+
+def foreground_cams(cfg: Any, checkpoint: str, images: List[np.ndarray]) -> List[np.ndarray]:
+    """The stage-1 network's foreground maps ``[H, W]`` in [0, 1] of RGB ``[H, W, 3]`` uint8
+    images: the largest class score over the classes it predicts (sigmoid > 0.5), before PAMR,
+    resized to the image."""
+    import torch
+    import torch.nn.functional as F
+    from mmseg.apis import init_model
+
+    import harness.eps  # noqa: F401  (registers the stage-1 components)
+    from harness.eps.checkpoints import trusted_checkpoint_loading
+
+    with trusted_checkpoint_loading():  # a checkpoint this project's trial wrote
+        model = init_model(cfg, checkpoint, device='cpu')
+    cams = []
+    with torch.no_grad():
+        for image in images:
+            bgr = torch.from_numpy(np.ascontiguousarray(image[..., ::-1])).permute(2, 0, 1)
+            inputs = model.data_preprocessor({'inputs': [bgr]}, False)['inputs']
+            maps, logits = model.decode_head(model.extract_feat(inputs))
+            scores = model.class_scores(maps, (logits.sigmoid() > 0.5).to(logits.dtype))
+            cam = F.interpolate(scores[:, 1:].amax(1, keepdim=True), size=image.shape[:2],
+                                mode='bilinear', align_corners=False)
+            cams.append(cam[0, 0].clamp(0, 1).numpy())
+    return cams
 
 
 def flatten(values: Mapping[str, Any], prefix: str = '') -> Dict[str, Any]:
