@@ -5,12 +5,12 @@
 
 1. ``python -m harness.sweep SWEEP --storage-path OUT/harness``: Ray start-up, Tune, one Ray Train
    run per trial, MLflow, the report; as many trials at once as the sweep allows.
-2. ``python -m harness.trial`` once per grid point, one after another, with the same spec and
-   overrides; the trials share a stage-1 folder as the sweep's do.
+2. then ``python -m harness.trial`` once per grid point with the same spec and overrides, as
+   many at once as the sweep allows and with a Ray worker's thread count; the trials share a
+   stage-1 folder as the sweep's do.
 
 Prints both wall times (seconds), their ratio, Ray's start-up time as the driver reports it and
 each trial's training time (``time/stage1_s`` + ``time/stage2_s``, Runner set-up included).
-Both runs inherit this process's environment (thread counts: OMP_NUM_THREADS, printed).
 """
 import argparse
 import json
@@ -43,18 +43,46 @@ def run_harness(sweep_file: Path, out: Path) -> Tuple[float, str]:
 
 
 def run_direct(sweep_file: Path, out: Path) -> float:
-    """Wall seconds of ``python -m harness.trial`` over the sweep's grid points, in turn."""
+    """Wall seconds of ``python -m harness.trial`` over the sweep's grid points.
+
+    As the sweep runs them: in Tune's grid order (the alphabetically first key varies fastest),
+    ``max_concurrent_trials`` at a time, each with the thread count Ray gives a worker of
+    ``cpus_per_worker`` CPUs (``OMP_NUM_THREADS``, at least 1); they share one stage-1 folder.
+    """
     sweep = load_sweep(sweep_file)
+    keys = sorted(sweep.search_space) + (['seed'] if sweep.seeds is not None else [])
+    points = sorted(grid_points(sweep), key=lambda point: [str(point[k]) for k in keys[::-1]])
     spec_file = out / 'spec.yaml'
     out.mkdir(parents=True, exist_ok=True)
     spec_file.write_text(yaml.safe_dump(sweep.spec))
+    environment = dict(os.environ,
+                       OMP_NUM_THREADS=str(max(1, int(sweep.resources.cpus_per_worker))))
+    concurrency = sweep.max_concurrent_trials or 1
+    running: List[subprocess.Popen] = []
     started = time.perf_counter()
-    for index, overrides in enumerate(grid_points(sweep)):
+    for index, overrides in enumerate(points):
+        while len(running) >= concurrency:
+            running = [process for process in running if not _finished(process)]
+            time.sleep(0.2)
         assignments = [f'--set={key}={json.dumps(value)}' for key, value in overrides.items()]
-        subprocess.run([sys.executable, '-m', 'harness.trial', str(spec_file), *assignments,
-                        '--work-dir', str(out / 'trials' / f'{index:02d}')],
-                       cwd=PROJECT_ROOT, check=True, capture_output=True, text=True)
+        running.append(subprocess.Popen(
+            [sys.executable, '-m', 'harness.trial', str(spec_file), *assignments,
+             '--work-dir', str(out / 'trials' / f'{index:02d}')],
+            cwd=PROJECT_ROOT, env=environment, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL))
+    for process in running:
+        process.wait()
+        _finished(process)
     return time.perf_counter() - started
+
+
+def _finished(process: subprocess.Popen) -> bool:
+    """Whether ``process`` has ended; exits the benchmark if it failed."""
+    if process.poll() is None:
+        return False
+    if process.returncode != 0:
+        sys.exit(f'{" ".join(process.args)} failed ({process.returncode})')
+    return True
 
 
 def trial_seconds(trials_dir: Path) -> List[Dict[str, Any]]:
@@ -86,8 +114,7 @@ def main() -> None:
     ray_start = re.search(r'Ray (?:started|joined at \S+) in ([\d.]+) s', output)
     direct_s = run_direct(sweep_file, args.out / 'direct')
 
-    print(f'sweep {sweep_file.name}; OMP_NUM_THREADS={os.environ.get("OMP_NUM_THREADS", "unset")}'
-          f', {os.cpu_count()} CPUs')
+    print(f'sweep {sweep_file.name}, {os.cpu_count()} CPUs')
     for label, trials_dir in (('harness', args.out / 'harness' / name / 'trials'),
                               ('direct', args.out / 'direct' / 'trials')):
         for row in trial_seconds(trials_dir):

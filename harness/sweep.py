@@ -104,12 +104,16 @@ def _report_with_checkpoint(metrics: Dict[str, Any], work_dir: Path, rank: int) 
 
 
 def _record_worker(work_dir: Path, rank: int) -> None:
-    """Appends this worker's rank, Ray node, host and pid to ``<work_dir>/workers.jsonl``."""
+    """Appends this worker's rank, Ray node, host, pid and torch thread count to
+    ``<work_dir>/workers.jsonl``."""
     import ray
+    import torch
 
     work_dir.mkdir(parents=True, exist_ok=True)
     line = json.dumps({'rank': rank, 'node_id': ray.get_runtime_context().get_node_id(),
-                       'host': socket.gethostname(), 'pid': os.getpid(), 'time': time.time()})
+                       'host': socket.gethostname(), 'pid': os.getpid(),
+                       'torch_threads': torch.get_num_threads(),
+                       'omp_num_threads': os.environ.get('OMP_NUM_THREADS'), 'time': time.time()})
     with open(work_dir / 'workers.jsonl', 'a') as handle:
         handle.write(line + '\n')
 
