@@ -9,7 +9,7 @@
 #                 e.g. TORCH_SPEC="torch==2.1.2 --index-url https://download.pytorch.org/whl/cu121"
 #   WHEEL_CACHE   where the compiled mmcv wheel is kept      (~/.cache/eps-harness/wheels)
 #
-# mmcv has no wheels for recent torch, so it is built from source once (about 11 minutes on
+# mmcv has no wheels for recent torch, so it is built from source once (about 25 minutes on
 # 2 cores) and cached per torch version: re-running the install takes seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,7 +30,7 @@ pip install -q $TORCH_SPEC numpy wheel "setuptools>=77.0.3,<81"
 torch_version=$(.venv/bin/python -c 'import torch; print(torch.__version__)')
 mmcv_cache="$WHEEL_CACHE/torch-$torch_version"
 if ! compgen -G "$mmcv_cache/mmcv-$MMCV_VERSION-*.whl" >/dev/null; then
-    echo "Building mmcv $MMCV_VERSION with its ops against torch $torch_version (once; ~11 min on 2 cores)"
+    echo "Building mmcv $MMCV_VERSION with its ops against torch $torch_version (once; ~25 min on 2 cores)"
     MAX_JOBS=${MAX_JOBS:-$(nproc)} pip wheel -q --no-build-isolation --no-deps \
         "mmcv==$MMCV_VERSION" -w "$mmcv_cache"
 fi

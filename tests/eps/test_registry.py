@@ -21,6 +21,7 @@ BUILD_ARGS = {
     'EPSClassifier': dict(backbone=TINY_BACKBONE,
                           decode_head=dict(type='CAMHead', in_channels=64, num_classes=2)),
     'PAMRHook': dict(dataloader=dict()),
+    'CrashSafeCheckpointHook': dict(interval=1),
     'PerClassIoUMetric': dict(),
     'WSSSVOCDataset': 'dataset',
     'SyntheticShapesDataset': 'dataset',
