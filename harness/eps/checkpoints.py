@@ -24,8 +24,8 @@ class CrashSafeCheckpointHook(CheckpointHook):
         if self.max_keep_ckpts <= 0 or (self.keep_ckpt_ids and self.keep_ckpt_ids[-1] == step):
             super()._save_checkpoint_with_step(runner, step, meta)
             return
-        stale: List[int] = list(self.keep_ckpt_ids)[:len(self.keep_ckpt_ids) + 1 -
-                                                     self.max_keep_ckpts]
+        excess = len(self.keep_ckpt_ids) + 1 - self.max_keep_ckpts
+        stale: List[int] = list(self.keep_ckpt_ids)[:max(excess, 0)]
         self.keep_ckpt_ids.append(step)  # a deque of maxlen max_keep_ckpts drops the stale ids
         runner.message_hub.update_info('keep_ckpt_ids', list(self.keep_ckpt_ids))
         keep, self.max_keep_ckpts = self.max_keep_ckpts, -1  # the parent saves, deletes nothing

@@ -28,9 +28,11 @@ class _SaveFails(Exception):
     """Stands for the process being killed while it writes a checkpoint."""
 
 
-def _train_toy_model(work_dir, hook_type: str, fail_at_iter: int = 0):
-    """Trains a linear model for 3 iterations with a checkpoint every iteration (keep 1); the
-    save of iteration ``fail_at_iter`` raises halfway, as a killed process stops."""
+def _train_toy_model(work_dir, hook_type: str, fail_at_iter: int = 0, max_iters: int = 3,
+                     max_keep_ckpts: int = 1):
+    """Trains a linear model for ``max_iters`` iterations with a checkpoint every iteration
+    (keeping ``max_keep_ckpts``); the save of iteration ``fail_at_iter`` raises halfway, as a
+    killed process stops."""
     from mmengine.model import BaseModel
     from mmengine.runner import Runner
 
@@ -50,9 +52,9 @@ def _train_toy_model(work_dir, hook_type: str, fail_at_iter: int = 0):
                               sampler=dict(type='DefaultSampler', shuffle=False),
                               collate_fn=dict(type='default_collate')),
         optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1)),
-        train_cfg=dict(by_epoch=False, max_iters=3),
+        train_cfg=dict(by_epoch=False, max_iters=max_iters),
         default_hooks=dict(checkpoint=dict(type=hook_type, by_epoch=False, interval=1,
-                                           max_keep_ckpts=1)))
+                                           max_keep_ckpts=max_keep_ckpts)))
     save = runner.save_checkpoint
 
     def save_or_fail(out_dir, filename, *args, **kwargs):
@@ -75,7 +77,10 @@ def test_a_checkpoint_save_cut_short_leaves_a_resumable_run(tmp_path, hook_type,
     assert os.path.isfile(named) is resumable
 
 
-def test_crash_safe_hook_keeps_max_keep_ckpts(tmp_path):
-    _train_toy_model(tmp_path, 'CrashSafeCheckpointHook')
-    assert sorted(p.name for p in tmp_path.glob('*.pth')) == ['iter_3.pth']
-    assert (tmp_path / 'last_checkpoint').read_text().endswith('iter_3.pth')
+@pytest.mark.parametrize('max_iters, max_keep_ckpts, kept', [
+    (5, 1, [5]), (5, 3, [3, 4, 5]), (3, 4, [1, 2, 3])])
+def test_crash_safe_hook_keeps_max_keep_ckpts(tmp_path, max_iters, max_keep_ckpts, kept):
+    _train_toy_model(tmp_path, 'CrashSafeCheckpointHook', max_iters=max_iters,
+                     max_keep_ckpts=max_keep_ckpts)
+    assert sorted(p.name for p in tmp_path.glob('*.pth')) == [f'iter_{i}.pth' for i in kept]
+    assert (tmp_path / 'last_checkpoint').read_text().endswith(f'iter_{max_iters}.pth')
