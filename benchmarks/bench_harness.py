@@ -28,7 +28,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
 
-from harness.sweep_config import grid_points, load_sweep
+from harness.sweep_config import grid_axes, grid_points, load_sweep
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -123,9 +123,7 @@ def run_direct(sweep_file: Path, out: Path) -> Tuple[float, Dict[str, float]]:
     ``cpus_per_worker`` CPUs (``OMP_NUM_THREADS``, at least 1); they share one stage-1 folder.
     """
     sweep = load_sweep(sweep_file)
-    axes = {key: values for key, (_, values) in sweep.search_space.items()}
-    if sweep.seeds is not None:
-        axes['seed'] = sweep.seeds
+    axes = grid_axes(sweep)
     points = sorted(grid_points(sweep), key=lambda point: [
         axes[key].index(point[key]) for key in sorted(axes, reverse=True)])
     spec_file = out / 'spec.yaml'

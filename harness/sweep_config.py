@@ -269,15 +269,22 @@ def parse_sweep(raw: Mapping[str, Any], source: str, storage_path: Optional[str]
         ray=ray_settings, failure=failure, raw=dict(raw))
 
 
+def grid_axes(sweep: SweepConfig) -> Dict[str, List[Any]]:
+    """The values of every search-space axis (each value of ``grid_search`` / ``choice`` axes,
+    both bounds of ``uniform`` / ``loguniform`` axes) and the seeds, by key."""
+    axes = {key: list(values) for key, (_, values) in sweep.search_space.items()}
+    if sweep.seeds is not None:
+        axes['seed'] = list(sweep.seeds)
+    return axes
+
+
 def grid_points(sweep: SweepConfig) -> Iterator[Dict[str, Any]]:
-    """The overrides of every grid point: each value of ``grid_search`` / ``choice`` axes and
-    both bounds of ``uniform`` / ``loguniform`` axes, times the seeds, plus the fixed overrides.
+    """The overrides of every grid point: every combination of :func:`grid_axes`, plus the fixed
+    overrides.
 
     For a sweep of grid axes only, these are exactly its trials (once per ``num_samples``).
     """
-    axes = {key: values for key, (_, values) in sweep.search_space.items()}
-    if sweep.seeds is not None:
-        axes['seed'] = sweep.seeds
+    axes = grid_axes(sweep)
     for combination in itertools.product(*axes.values()):
         yield {**sweep.overrides, **dict(zip(axes, combination))}
 

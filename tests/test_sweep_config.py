@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.sweep_config import (SweepConfigError, check_trials, grid_points, load_sweep,
-                                  parse_sweep)
+from harness.sweep_config import (SweepConfigError, check_trials, grid_axes, grid_points,
+                                  load_sweep, parse_sweep)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted((PROJECT_ROOT / 'experiments').glob('*.yaml'))
@@ -132,6 +132,7 @@ def test_seeds_are_a_grid_axis_and_exclusive_with_seed(tmp_path):
     assert {(p['threshold'], p['seed']) for p in points} == {
         (t, s) for t in (0.3, 0.5) for s in (0, 1, 2)}
     assert all(p['stage2.train_cfg.max_iters'] == 5 for p in points)
+    assert grid_axes(sweep) == {'threshold': [0.3, 0.5], 'seed': [0, 1, 2]}
     assert 'seed is set both' in error_of(sweep_of(seeds=[0], seed=1))
     assert 'non-empty list of integers' in error_of(sweep_of(seeds=[0.5]))
 
