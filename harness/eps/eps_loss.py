@@ -4,7 +4,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mmseg.registry import MODELS
-from .saliency_loss import SaliencyLoss
+from .saliency_loss import SaliencyLoss, float32_loss
 
 
 @MODELS.register_module()
@@ -36,6 +36,7 @@ class EPSLoss(SaliencyLoss):
         self.tau = tau
         self.lam = lam
 
+    @float32_loss
     def forward(self, maps: Tensor, saliency: Tensor, labels: Tensor,
                 images: Tensor = None) -> Tensor:
         probs, saliency = self.probabilities_and_saliency(maps, saliency, labels)

@@ -6,7 +6,7 @@ from mmengine.logging import MessageHub
 from torch import Tensor
 
 from mmseg.registry import MODELS
-from .saliency_loss import SaliencyLoss
+from .saliency_loss import SaliencyLoss, float32_loss
 
 
 REFINED_MAPS = ('cam', 'softmax')
@@ -74,6 +74,7 @@ class IRDLoss(SaliencyLoss):
         self.warmup_iters = warmup_iters
         self.pamr = MODELS.build(pamr)
 
+    @float32_loss
     def forward(self, maps: Tensor, saliency: Tensor, labels: Tensor,
                 images: Optional[Tensor] = None) -> Tensor:
         if images is None:

@@ -1,9 +1,32 @@
-"""What the EPS and EPS++ saliency losses share: inputs, their checks, and their resolution."""
-from typing import Optional, Sequence, Tuple
+"""What the EPS and EPS++ saliency losses share: inputs, their checks, their resolution, and
+their precision (float32, also under mixed precision)."""
+import functools
+from typing import Callable, Optional, Sequence, Tuple
 
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
+
+
+def float32_loss(forward: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """Decorates a saliency loss's ``forward(maps, saliency, labels, images=None)`` to compute
+    in float32 with autocast off.
+
+    Under mixed precision the maps arrive as bfloat16 / float16, and autocast would run the
+    softmax, the MSE and PAMR's arithmetic in that precision too: saliency targets of many
+    near-equal probabilities then round to the same value, and bfloat16 keeps 8 bits of
+    mantissa. The tensor arguments are cast to float32 (gradients still flow to the maps in
+    their own dtype) and the loss is a float32 scalar.
+    """
+    @functools.wraps(forward)
+    def float32_forward(self, maps: Tensor, saliency: Tensor, labels: Tensor,
+                        images: Optional[Tensor] = None) -> Tensor:
+        with torch.autocast(maps.device.type, enabled=False):
+            return forward(self, maps.float(), saliency.float(), labels.float(),
+                           None if images is None else images.float())
+
+    return float32_forward
 
 
 class SaliencyLoss(nn.Module):
@@ -11,7 +34,8 @@ class SaliencyLoss(nn.Module):
 
     The maps are turned into probabilities by a softmax over the ``C + 1`` channels (channel 0 =
     background); probabilities and saliency are compared at one resolution, by default that of
-    the maps (the saliency map is resized to it, bilinear).
+    the maps (the saliency map is resized to it, bilinear). Subclasses decorate ``forward`` with
+    :func:`float32_loss`, so that the losses are computed in float32 under mixed precision too.
 
     Args:
         loss_weight: Factor on the loss.
@@ -39,7 +63,8 @@ class SaliencyLoss(nn.Module):
         """Checks the shapes; returns ``(softmax(maps), saliency)`` at ``size`` (default: the maps').
 
         Shapes: ``[B, C+1, h, w]`` and ``[B, 1, h, w]`` with ``(h, w) = size``; both resized
-        bilinearly where needed.
+        bilinearly where needed, in the dtype of ``maps`` (float32 in a forward decorated with
+        :func:`float32_loss`).
         """
         name = type(self).__name__
         if maps.dim() != 4 or saliency.dim() != 4 or saliency.shape[1] != 1:

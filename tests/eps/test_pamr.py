@@ -1,13 +1,22 @@
-"""PAMR: equal to the conv-based reference of Araslanov & Roth (CVPR 2020), plus its invariants."""
+"""PAMR: every path equal to the conv-based reference of Araslanov & Roth (CVPR 2020), plus its
+invariants and the rule that picks a path."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from harness.eps.pamr import PAMR
+from harness.eps.pamr import CPU_SHIFTED_MAX_CLASSES, PAMR, choose_path, triton_kernels
 from mmseg.registry import MODELS
 
 DEFAULT_DILATIONS = (1, 2, 4, 8, 12, 24)
+# The paths that run on CPU tensors without help ('triton' runs there in Triton's interpreter).
+CPU_PATHS = ('embedding_bag', 'shifted')
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 # The reference, as in github.com/visinf/1-stage-wseg (models/mods/pamr.py).
@@ -122,21 +131,25 @@ def _inputs(batch, channels, classes, size, mask_size, dtype=torch.float32):
     return image, masks
 
 
+@pytest.mark.parametrize('path', CPU_PATHS + ('auto', ))
 @pytest.mark.parametrize('batch,channels,classes,size,mask_size,num_iter,dilations', CASES)
-def test_matches_reference_float32(batch, channels, classes, size, mask_size, num_iter, dilations):
+def test_matches_reference_float32(batch, channels, classes, size, mask_size, num_iter, dilations,
+                                   path):
     image, masks = _inputs(batch, channels, classes, size, mask_size)
     expected = ReferencePAMR(num_iter, dilations)(image, masks)
-    refined = PAMR(num_iter, dilations)(image, masks)
+    refined = PAMR(num_iter, dilations, path=path)(image, masks)
     assert refined.shape == (batch, classes, *size)
     assert refined.dtype == torch.float32
     assert (refined - expected).abs().max().item() < 1e-5
 
 
+@pytest.mark.parametrize('path', CPU_PATHS)
 @pytest.mark.parametrize('batch,channels,classes,size,mask_size,num_iter,dilations', CASES)
-def test_matches_reference_float64(batch, channels, classes, size, mask_size, num_iter, dilations):
+def test_matches_reference_float64(batch, channels, classes, size, mask_size, num_iter, dilations,
+                                   path):
     image, masks = _inputs(batch, channels, classes, size, mask_size, torch.float64)
     expected = ReferencePAMR(num_iter, dilations).double()(image, masks)
-    refined = PAMR(num_iter, dilations)(image, masks)
+    refined = PAMR(num_iter, dilations, path=path)(image, masks)
     assert refined.dtype == torch.float64
     assert (refined - expected).abs().max().item() < 1e-12
 
@@ -148,11 +161,13 @@ def test_unnormalised_image_matches_reference():
     assert (PAMR()(image, masks) - expected).abs().max().item() < 1e-5
 
 
-def test_gradients_match_reference():
+@pytest.mark.parametrize('path', CPU_PATHS)
+def test_gradients_match_reference(path):
     image, masks = _inputs(2, 3, 3, (11, 13), (6, 7), torch.float64)
     upstream = torch.rand(2, 3, 11, 13, dtype=torch.float64)
     gradients = []
-    for module in (ReferencePAMR(3, DEFAULT_DILATIONS).double(), PAMR(3, DEFAULT_DILATIONS)):
+    for module in (ReferencePAMR(3, DEFAULT_DILATIONS).double(),
+                   PAMR(3, DEFAULT_DILATIONS, path=path)):
         inputs = (image.clone().requires_grad_(), masks.clone().requires_grad_())
         (module(*inputs) * upstream).sum().backward()
         gradients.append([x.grad for x in inputs])
@@ -207,7 +222,110 @@ def test_bad_inputs_raise(image_shape, masks_shape, match):
     (dict(dilations=()), r'dilations must be a non-empty sequence of positive ints, got \(\)'),
     (dict(dilations=(1, 0)), r'dilations must be .* got \(1, 0\)'),
     (dict(dilations=(1, 1.5)), r'dilations must be .* got \(1, 1.5\)'),
+    (dict(path='cuda'), r"path must be one of \('auto', 'embedding_bag', 'shifted', 'triton'\), "
+                        r"got 'cuda'"),
 ])
 def test_bad_arguments_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):
         PAMR(**kwargs)
+
+
+def test_offsets_are_not_part_of_the_state_dict():
+    # Checkpoints written before PAMR had a buffer load into it unchanged.
+    assert PAMR().state_dict() == {}
+
+
+@pytest.mark.parametrize('device_type,dtype,needs_grad,classes,triton_usable,expected', [
+    ('cuda', torch.float32, False, 21, True, 'triton'),
+    ('cuda', torch.float32, False, 1, True, 'triton'),
+    ('cuda', torch.float32, False, 21, False, 'shifted'),
+    ('cuda', torch.float32, True, 21, True, 'shifted'),
+    ('cuda', torch.float64, False, 21, True, 'shifted'),
+    ('cpu', torch.float32, False, CPU_SHIFTED_MAX_CLASSES + 1, False, 'embedding_bag'),
+    ('cpu', torch.float64, True, 21, False, 'embedding_bag'),
+    ('cpu', torch.float32, False, CPU_SHIFTED_MAX_CLASSES, False, 'shifted'),
+    ('cpu', torch.float32, False, 1, False, 'shifted'),
+    ('mps', torch.float32, False, 21, False, 'shifted'),
+])
+def test_choose_path(device_type, dtype, needs_grad, classes, triton_usable, expected):
+    assert choose_path(device_type, dtype, needs_grad, classes, triton_usable) == expected
+
+
+@pytest.mark.parametrize('classes,expected', [(1, 'shifted'), (21, 'embedding_bag')])
+def test_auto_picks_by_the_number_of_classes_on_cpu(classes, expected):
+    image, masks = _inputs(1, 3, classes, (8, 8), (4, 4))
+    assert PAMR().select_path(image, masks) == expected
+    assert PAMR(path='shifted').select_path(image, masks) == 'shifted'
+
+
+@pytest.mark.parametrize('path', CPU_PATHS)
+def test_computes_in_float32_under_autocast(path):
+    image, masks = _inputs(2, 3, 4, (20, 18), (5, 6))
+    image, masks = image.bfloat16(), masks.bfloat16()
+    expected = PAMR(path=path)(image.float(), masks.float())
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        refined = PAMR(path=path)(image, masks)
+    assert refined.dtype == torch.float32
+    assert torch.equal(refined, expected)
+
+
+def test_triton_path_refuses_float64_and_gradients():
+    image, masks = _inputs(1, 3, 2, (8, 8), (4, 4))
+    with pytest.raises(ValueError, match=r"path 'triton' computes in float32, got torch.float64"):
+        PAMR(path='triton')(image.double(), masks)
+    with pytest.raises(ValueError, match=r"path 'triton' has no backward"):
+        PAMR(path='triton')(image, masks.requires_grad_())
+
+
+TRITON_CASES = [
+    # batch, channels, classes, image (H, W), masks (h, w), num_iter, dilations
+    (2, 3, 3, (16, 12), (4, 3), 2, (1, 3, 8)),
+    (1, 3, 1, (9, 7), (9, 7), 2, DEFAULT_DILATIONS),  # IRD-like: one map, offsets off the image
+    (1, 1, 40, (6, 5), (3, 3), 1, (1, )),  # more classes than one tile holds
+]
+# Runs PAMR(path='triton') on saved inputs and saves the output; run with TRITON_INTERPRET=1.
+TRITON_SCRIPT = """
+import sys, torch
+from harness.eps.pamr import PAMR
+cases = torch.load(sys.argv[1])
+torch.save([PAMR(num_iter, dilations, path='triton')(image, masks)
+            for image, masks, num_iter, dilations in cases], sys.argv[2])
+"""
+
+
+def test_triton_kernels_match_reference_in_the_interpreter(tmp_path):
+    """The Triton path's kernels, run by Triton's interpreter on CPU tensors (the interpreter
+    is chosen when triton is imported, hence the subprocess)."""
+    if triton_kernels() is None:
+        pytest.skip('triton is not installed: the Triton path of PAMR is not checked')
+    cases = []
+    for batch, channels, classes, size, mask_size, num_iter, dilations in TRITON_CASES:
+        image, masks = _inputs(batch, channels, classes, size, mask_size)
+        cases.append((image, masks, num_iter, dilations))
+    torch.save(cases, tmp_path / 'cases.pt')
+    subprocess.run([sys.executable, '-c', TRITON_SCRIPT, str(tmp_path / 'cases.pt'),
+                    str(tmp_path / 'refined.pt')], cwd=PROJECT_ROOT, check=True,
+                   env={**os.environ, 'TRITON_INTERPRET': '1'})
+    for (image, masks, num_iter, dilations), refined in zip(
+            cases, torch.load(tmp_path / 'refined.pt')):
+        expected = ReferencePAMR(num_iter, dilations)(image, masks)
+        assert refined.shape == expected.shape and refined.dtype == torch.float32
+        assert refined.is_contiguous()
+        assert (refined - expected).abs().max().item() < 1e-5
+
+
+def test_auto_falls_back_to_shifted_where_the_triton_kernels_cannot_run():
+    """Without a GPU (and without the interpreter) Triton cannot launch its kernels: a forced
+    'triton' path raises, 'auto' warns once and refines with the shifted path instead."""
+    if triton_kernels() is None:
+        pytest.skip('triton is not installed: there is no Triton failure to fall back from')
+    image, masks = _inputs(2, 3, 3, (12, 10), (4, 4))
+    expected = ReferencePAMR(2, DEFAULT_DILATIONS)(image, masks)
+    with pytest.raises(Exception):
+        PAMR(2, path='triton')(image, masks)
+    pamr = PAMR(2)
+    with pytest.warns(RuntimeWarning, match=r"Triton kernels cannot run \(.+\); falling back to "
+                                            r"the 'shifted' path"):
+        refined = pamr._refine(image, masks, 'triton')
+    assert (refined - expected).abs().max().item() < 1e-5
+    assert pamr.triton_failure is not None
