@@ -29,33 +29,40 @@ def reference_eps_loss(cam, saliency, label, tau, lam):
     return F.mse_loss(fg_map * lam + bg_map * (1 - lam), saliency)
 
 
+@pytest.mark.parametrize('lam', [0.3, 0.8])
 @pytest.mark.parametrize('tau', [0.0, 0.4, 0.9])
-def test_matches_the_eps_reference(tau):
+def test_matches_the_eps_reference(tau, lam):
     torch.manual_seed(0)
     maps = torch.randn(3, 6, 8, 8) * 3
-    saliency = (torch.rand(3, 1, 8, 8) > 0.5).float()
+    # a soft saliency map: the overlap ratio rounds it, the squared error must not
+    saliency = torch.rand(3, 1, 8, 8)
     labels = (torch.rand(3, 5) > 0.5).float()
-    loss = EPSLoss(tau=tau, lam=0.5)(maps, saliency, labels)
+    loss = EPSLoss(tau=tau, lam=lam)(maps, saliency, labels)
     # ours puts the background first, the reference last
-    expected = reference_eps_loss(torch.roll(maps, -1, dims=1), saliency, labels, tau, 0.5)
+    expected = reference_eps_loss(torch.roll(maps, -1, dims=1), saliency, labels, tau, lam)
     torch.testing.assert_close(loss, expected)
 
 
+# One pixel, background + 2 classes, class 1 present, class 2 absent: softmax [0.1, 0.6, 0.3].
+# The absent class keeps M_fg + M_bg below 1, so lambda and 1 - lambda weigh different terms.
+ONE_PIXEL = torch.log(torch.tensor([0.1, 0.6, 0.3])).view(1, 3, 1, 1)
+CLASS_1_ONLY = torch.tensor([[1.0, 0.0]])
+
+
 def test_hand_computed_single_pixel():
-    # one pixel, background + 1 class; softmax -> [0.25, 0.75]; saliency 1; class present and
-    # overlapping (round(0.75) * round(1) / 1 = 1 > tau) -> fg = 0.75, bg = 0.25
-    maps = torch.log(torch.tensor([0.25, 0.75])).view(1, 2, 1, 1)
-    loss = EPSLoss(tau=0.4, lam=0.5)(maps, torch.ones(1, 1, 1, 1), torch.ones(1, 1))
-    estimate = 0.5 * 0.75 + 0.5 * (1 - 0.25)
-    assert loss.item() == pytest.approx((1 - estimate) ** 2)
+    # saliency 0.7 rounds to 1 and class 1 rounds to 1: overlap 1 > tau, so class 1 is
+    # foreground: M_fg = 0.6, M_bg = 0.1; estimate = 0.3 * 0.6 + 0.7 * (1 - 0.1) = 0.81
+    # (lambda and 1 - lambda swapped: 0.69; against the rounded saliency 1: (1 - 0.81)^2)
+    loss = EPSLoss(tau=0.4, lam=0.3)(ONE_PIXEL, torch.full((1, 1, 1, 1), 0.7), CLASS_1_ONLY)
+    assert loss.item() == pytest.approx((0.7 - 0.81) ** 2, rel=1e-5)
 
 
 def test_missing_class_counts_as_background():
-    # the class covers the pixel but the saliency says "not salient": overlap 0 < tau, so the
-    # class map is counted with the background: estimate = 0.5*0 + 0.5*(1 - 1) = 0 = saliency
-    maps = torch.log(torch.tensor([0.25, 0.75])).view(1, 2, 1, 1)
-    loss = EPSLoss(tau=0.4)(maps, torch.zeros(1, 1, 1, 1), torch.ones(1, 1))
-    assert loss.item() == pytest.approx(0.0, abs=1e-12)
+    # the class covers the pixel but the saliency 0.3 rounds to "not salient": overlap 0 < tau,
+    # so class 1 counts with the background: M_fg = 0, M_bg = 0.1 + 0.6 = 0.7;
+    # estimate = 0.3 * 0 + 0.7 * (1 - 0.7) = 0.21 (swapped: 0.09; as foreground: 0.81)
+    loss = EPSLoss(tau=0.4, lam=0.3)(ONE_PIXEL, torch.full((1, 1, 1, 1), 0.3), CLASS_1_ONLY)
+    assert loss.item() == pytest.approx((0.3 - 0.21) ** 2, rel=1e-5)
 
 
 def test_saliency_is_resized_to_the_maps():

@@ -11,14 +11,14 @@ from mmseg.structures import SegDataSample
 
 
 class FixedModel(torch.nn.Module):
-    """Predicts the ground truth, except class 1 everywhere in the first image."""
+    """Predicts the ground truth, except ``[[1, 1], [0, 1]]`` in image 'a'."""
 
     def test_step(self, batch):
         outputs = []
         for sample in batch['data_samples']:
             prediction = sample.gt_sem_seg.data.clone()
             if sample.metainfo['img_id'] == 'a':
-                prediction[:] = 1
+                prediction[:] = torch.tensor([[1, 1], [0, 1]])
             out = SegDataSample(metainfo=sample.metainfo)
             out.gt_sem_seg = sample.gt_sem_seg
             out.pred_sem_seg = PixelData(data=prediction)
@@ -51,13 +51,17 @@ def test_writes_palette_pngs_and_scores_them(tmp_path):
     metrics = generate_pseudo_masks(FixedModel(), loader(), tmp_path / 'masks')
     written = Image.open(tmp_path / 'masks' / 'a.png')
     assert written.mode == 'P'
-    np.testing.assert_array_equal(np.asarray(written), [[1, 1], [1, 1]])
+    np.testing.assert_array_equal(np.asarray(written), [[1, 1], [0, 1]])
     assert written.getpalette()[3:6] == [128, 0, 0]
-    # background: 2 gt pixels in 'a' wrongly 1, 1 right in 'b' -> IoU 1/3; x: 2/(4+2) -> 1/3
-    # y: 'a' misses 2, 'b' right 1 -> 1/3
-    assert metrics['pseudo/IoU.background'] == pytest.approx(33.33, abs=0.01)
-    assert metrics['pseudo/IoU.x'] == pytest.approx(33.33, abs=0.01)
-    assert metrics['pseudo/mIoU'] == pytest.approx(33.33, abs=0.01)
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / 'masks' / 'b.png')),
+                                  [[1, 1], [0, 2]])
+    # gt a = [[0, 2], [0, 2]], b = [[1, 1], [0, 2]]; predicted a = [[1, 1], [0, 1]], b = gt
+    # background: gt 3 pixels, predicted 2, both 2 -> 2 / 3; x: gt 2, predicted 5, both 2 ->
+    # 2 / 5; y: gt 3, predicted 1, both 1 -> 1 / 3 (percent, rounded to 2 decimals); 5 of 8
+    # pixels right; recall 2 / 3, 2 / 2, 1 / 3
+    assert metrics == pytest.approx({'pseudo/aAcc': 62.5, 'pseudo/mIoU': 46.67,
+                                     'pseudo/mAcc': 66.67, 'pseudo/IoU.background': 66.67,
+                                     'pseudo/IoU.x': 40.0, 'pseudo/IoU.y': 33.33}, abs=1e-4)
     assert not (tmp_path / 'masks.partial').exists()
 
 
