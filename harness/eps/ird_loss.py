@@ -106,5 +106,10 @@ class IRDLoss(SaliencyLoss):
         """Whether the runner's current training iteration is still within ``warmup_iters``."""
         if self.warmup_iters == 0:
             return False
-        iteration = MessageHub.get_current_instance().get_info('iter')
+        hub = MessageHub.get_current_instance()
+        # The hub outlives its run and keeps its last 'iter'; only while a train loop runs is
+        # its 'loop_stage' 'train' (MMEngine's RuntimeInfoHook pops it after training).
+        if hub.get_info('loop_stage') != 'train':
+            return False
+        iteration = hub.get_info('iter')
         return iteration is not None and iteration < self.warmup_iters
