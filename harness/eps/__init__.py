@@ -2,6 +2,7 @@
 from .cam_head import CAMHead
 from .checkpoints import CrashSafeCheckpointHook
 from .classification_loss import MultiLabelSoftMarginLoss
+from .crf import DenseCRF
 from .datasets import SyntheticShapesDataset, WSSSVOCDataset
 from .eps_classifier import EPSClassifier
 from .eps_loss import EPSLoss
@@ -12,7 +13,8 @@ from .pamr_hook import PAMRHook
 from .transforms import LoadSaliencyMap, PackWSSSInputs
 
 __all__ = [
-    'CAMHead', 'MultiLabelSoftMarginLoss', 'EPSLoss', 'IRDLoss', 'PAMR', 'EPSClassifier',
+    'CAMHead', 'MultiLabelSoftMarginLoss', 'EPSLoss', 'IRDLoss', 'PAMR', 'DenseCRF',
+    'EPSClassifier',
     'PAMRHook', 'CrashSafeCheckpointHook', 'PerClassIoUMetric', 'WSSSVOCDataset',
     'SyntheticShapesDataset',
     'LoadSaliencyMap', 'PackWSSSInputs'

@@ -1,6 +1,8 @@
 """The EPS / EPS++ stage-1 network: a classifier whose localization maps become pseudo-masks."""
-from typing import List, Optional
+from numbers import Real
+from typing import List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from mmengine.config import ConfigDict
@@ -21,7 +23,20 @@ class EPSClassifier(EncoderDecoder):
 
     Inference (``predict``) turns the maps into pseudo-masks that mmseg's ``IoUMetric`` can score:
 
-    1. class scores ``[B, C+1, h, w]`` for the classes of the image only (``class_labels`` in the
+    0. test-time augmentation (``test_cfg['scales']``, ``test_cfg['flip']``): the network runs
+       on the input resized by each scale factor, and on its horizontal mirror when ``flip``;
+       each pass's raw maps are resized to the input size (and mirrored back), and the maps
+       and the image-level logits are averaged over the passes. The average is taken *before*
+       the background rule of step 1, which is then applied once: the rule is non-linear
+       (softmax over the image's classes, or max-normalisation), and the EPS code
+       (``infer.py``, scales 0.5, 1, 1.5, 2 and their flips) likewise sums its passes' maps
+       and max-normalises the sum once. Averaging the rule's scores instead would normalise
+       every pass on its own: a class that one pass barely detects would be stretched to full
+       strength there. (EPS's own network sums per-pass softmax probabilities over all C+1
+       channels before its threshold; this project's learned-background rule is the softmax
+       over the image's classes, so the quantity averaged here is the maps it is applied to.)
+       Defaults ``scales=(1.0,)``, ``flip=False``: one pass.
+    1. class scores ``[B, C+1, H, W]`` for the classes of the image only (``class_labels`` in the
        image metas; without them, the classes the classifier predicts with probability > 0.5);
        background rule, ``test_cfg['bg_threshold']``:
 
@@ -29,8 +44,9 @@ class EPSClassifier(EncoderDecoder):
          the present classes.
        - a float ``t`` (the usual rule for CAM-only training, where the background map is never
          trained): ``relu(M_i) / max relu(M_i)`` for each present class, ``t`` for background.
-    2. resized to the input size and refined by PAMR (``test_cfg['pamr']``, a :class:`PAMR`
-       config; ``None`` skips it);
+    2. refined by PAMR (``test_cfg['pamr']``, a :class:`PAMR` config; ``None`` skips it), then
+       by a fully-connected CRF (``test_cfg['crf']``, a :class:`DenseCRF` config; ``None``, the
+       default, skips it) on each image without its padding;
     3. ``argmax`` over the ``C + 1`` channels (0 = background), after undoing padding and
        resizing to the original image size.
 
@@ -39,7 +55,8 @@ class EPSClassifier(EncoderDecoder):
         decode_head: A :class:`CAMHead` config.
         loss_cls: Classification loss config (:class:`MultiLabelSoftMarginLoss`).
         loss_sal: Saliency loss config, or ``None`` for classification only.
-        test_cfg: ``mode`` ('whole' or 'slide', as mmseg), ``pamr``, ``bg_threshold``.
+        test_cfg: ``mode`` ('whole' or 'slide', as mmseg), ``scales`` (positive factors),
+            ``flip`` (bool), ``bg_threshold``, ``pamr``, ``crf``.
         neck, train_cfg, data_preprocessor, pretrained, init_cfg: as ``EncoderDecoder``.
     """
 
@@ -51,8 +68,9 @@ class EPSClassifier(EncoderDecoder):
                  neck: OptConfigType = None,
                  train_cfg: OptConfigType = None,
                  test_cfg: OptConfigType = dict(
-                     mode='whole', bg_threshold=None,
-                     pamr=dict(type='PAMR', num_iter=10, dilations=(1, 2, 4, 8, 12, 24))),
+                     mode='whole', scales=(1.0, ), flip=False, bg_threshold=None,
+                     pamr=dict(type='PAMR', num_iter=10, dilations=(1, 2, 4, 8, 12, 24)),
+                     crf=None),
                  data_preprocessor: OptConfigType = None,
                  pretrained: Optional[str] = None,
                  init_cfg: OptConfigType = None) -> None:
@@ -63,8 +81,14 @@ class EPSClassifier(EncoderDecoder):
                          init_cfg=init_cfg)
         self.loss_cls = MODELS.build(loss_cls)
         self.loss_sal = MODELS.build(loss_sal) if loss_sal is not None else None
+        self.scales = _checked_scales(test_cfg.get('scales', (1.0, )))
+        self.flip = test_cfg.get('flip', False)
+        if not isinstance(self.flip, bool):
+            raise TypeError(f'EPSClassifier: test_cfg.flip must be true or false, got '
+                            f'{self.flip!r}')
         self.bg_threshold = test_cfg.get('bg_threshold')
         self.pamr = MODELS.build(test_cfg['pamr']) if test_cfg.get('pamr') else None
+        self.crf = MODELS.build(test_cfg['crf']) if test_cfg.get('crf') else None
 
     def loss(self, inputs: Tensor, data_samples: SampleList) -> dict:
         maps, logits = self.decode_head(self.extract_feat(inputs))
@@ -77,20 +101,61 @@ class EPSClassifier(EncoderDecoder):
 
     def encode_decode(self, inputs: Tensor, batch_img_metas: List[dict]) -> Tensor:
         """Pseudo-mask scores ``[B, C+1, H, W]`` at the input size (see the class docstring)."""
-        maps, logits = self.decode_head(self.extract_feat(inputs))
+        maps, logits = self.averaged_maps(inputs)
         if all('class_labels' in meta for meta in batch_img_metas):
             labels = _stack_class_labels(batch_img_metas, logits)
         else:
             labels = (logits.sigmoid() > 0.5).to(logits.dtype)
         scores = self.class_scores(maps, labels)
-        scores = F.interpolate(scores, size=inputs.shape[-2:], mode='bilinear',
-                               align_corners=self.align_corners)
         if self.pamr is not None:
             scores = self.pamr(inputs, scores)
+        if self.crf is not None:
+            scores = self.crf_refined(inputs, scores, batch_img_metas)
         return scores
 
+    def averaged_maps(self, inputs: Tensor) -> Tuple[Tensor, Tensor]:
+        """Raw maps ``[B, C+1, H, W]`` at the input size and image-level logits ``[B, C]``,
+        each averaged over ``test_cfg``'s scales and, with ``flip``, their mirrored passes."""
+        size = inputs.shape[-2:]
+        maps_sum, logits_sum, passes = None, None, 0
+        for scale in self.scales:
+            scaled = inputs if scale == 1.0 else F.interpolate(
+                inputs, size=(round(size[0] * scale), round(size[1] * scale)), mode='bilinear',
+                align_corners=self.align_corners)
+            for mirrored in ((False, True) if self.flip else (False, )):
+                maps, logits = self.decode_head(
+                    self.extract_feat(scaled.flip(-1) if mirrored else scaled))
+                maps = F.interpolate(maps, size=size, mode='bilinear',
+                                     align_corners=self.align_corners)
+                maps = maps.flip(-1) if mirrored else maps
+                maps_sum = maps if maps_sum is None else maps_sum + maps
+                logits_sum = logits if logits_sum is None else logits_sum + logits
+                passes += 1
+        return maps_sum / passes, logits_sum / passes
+
+    def crf_refined(self, inputs: Tensor, scores: Tensor, batch_img_metas: List[dict]) -> Tensor:
+        """``scores`` ``[B, C+1, H, W]`` replaced by the CRF's marginals inside each image's
+        ``img_shape`` (the padding keeps its scores: it is cropped away afterwards)."""
+        images = self._unnormalised_images(inputs)
+        refined = scores.clone()
+        for index, meta in enumerate(batch_img_metas):
+            height, width = meta.get('img_shape', scores.shape[-2:])[:2]
+            marginals = self.crf(images[index, :height, :width],
+                                 scores[index, :, :height, :width].float().cpu().numpy())
+            refined[index, :, :height, :width] = torch.from_numpy(marginals).to(refined)
+        return refined
+
+    def _unnormalised_images(self, inputs: Tensor) -> np.ndarray:
+        """``uint8 [B, H, W, 3]`` images for the CRF's colour term: ``inputs`` with the data
+        preprocessor's normalisation undone (channel order does not matter to it)."""
+        preprocessor = self.data_preprocessor
+        if getattr(preprocessor, '_enable_normalize', False):
+            inputs = inputs * preprocessor.std + preprocessor.mean
+        return inputs.detach().clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu() \
+            .numpy()
+
     def class_scores(self, maps: Tensor, labels: Tensor) -> Tensor:
-        """Scores ``[B, C+1, h, w]`` of background and present classes; absent classes get 0."""
+        """Scores ``[B, C+1, H, W]`` of background and present classes; absent classes get 0."""
         present = torch.cat([torch.ones_like(labels[:, :1]), labels], dim=1) > 0
         present = present[:, :, None, None]
         if self.bg_threshold is None:
@@ -99,6 +164,15 @@ class EPSClassifier(EncoderDecoder):
         cams = cams / cams.amax(dim=(2, 3), keepdim=True).clamp(min=1e-5)
         background = torch.full_like(cams[:, :1], float(self.bg_threshold))
         return torch.cat([background, cams], dim=1) * present
+
+
+def _checked_scales(scales: Sequence[float]) -> Tuple[float, ...]:
+    """``test_cfg.scales`` as a tuple of floats; ``ValueError`` unless positive numbers."""
+    if (isinstance(scales, (str, bytes)) or not isinstance(scales, Sequence) or not scales
+            or any(isinstance(s, bool) or not isinstance(s, Real) or not s > 0 for s in scales)):
+        raise ValueError(f'EPSClassifier: test_cfg.scales must be a non-empty list of positive '
+                         f'resize factors, e.g. (0.5, 1.0, 1.5, 2.0); got {scales!r}')
+    return tuple(float(s) for s in scales)
 
 
 def _stack_class_labels(batch_img_metas: List[dict], like: Tensor) -> Tensor:

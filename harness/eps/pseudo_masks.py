@@ -2,10 +2,13 @@
 
 Command line (on demand, from a config and a checkpoint)::
 
-    python -m harness.eps.pseudo_masks CONFIG CHECKPOINT [--out DIR]
+    python -m harness.eps.pseudo_masks CONFIG CHECKPOINT [--out DIR] [--crf] \
+        [--cfg-options model.test_cfg.flip=True "model.test_cfg.scales=(0.5,1.0,1.5,2.0)"]
 
 uses the dataloader of the config's ``PAMRHook`` and writes to ``DIR`` (default: the hook's
-folder under the config's work dir).
+folder under the config's work dir). The masks follow the model's ``test_cfg`` (scales, flip,
+background rule, PAMR, dense CRF); ``--crf`` adds the CRF with its default parameters when the
+config has none, ``--cfg-options`` changes any config key (MMEngine syntax).
 """
 import argparse
 import json
@@ -87,7 +90,7 @@ def generate_pseudo_masks(model: torch.nn.Module, dataloader: DataLoader, out_di
 
 
 def main(argv: Sequence[str] = None) -> Dict[str, float]:
-    from mmengine.config import Config
+    from mmengine.config import Config, DictAction
     from mmengine.runner import Runner
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -95,9 +98,17 @@ def main(argv: Sequence[str] = None) -> Dict[str, float]:
     parser.add_argument('checkpoint', help='trained stage-1 checkpoint (.pth)')
     parser.add_argument('--out', help='folder to write the pseudo-masks to')
     parser.add_argument('--work-dir', help='work dir of the runner (default: the config\'s)')
+    parser.add_argument('--crf', action='store_true',
+                        help="refine the masks with harness.eps.DenseCRF (PSA's parameters) "
+                        'when the config\'s model.test_cfg.crf is not set')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
+                        help='config keys to change, key=value (MMEngine syntax), applied last')
     args = parser.parse_args(argv)
 
     cfg = Config.fromfile(args.config)
+    if args.crf and not cfg.model.test_cfg.get('crf'):
+        cfg.model.test_cfg.crf = dict(type='DenseCRF')
+    cfg.merge_from_dict(args.cfg_options)
     hooks = [hook for hook in cfg.get('custom_hooks', []) if hook['type'] == 'PAMRHook']
     if not hooks:
         raise KeyError(f'{args.config} has no PAMRHook in custom_hooks: nothing says which split '

@@ -18,6 +18,7 @@ BUILD_ARGS = {
     'EPSLoss': dict(),
     'IRDLoss': dict(),
     'PAMR': dict(),
+    'DenseCRF': dict(),
     'EPSClassifier': dict(backbone=TINY_BACKBONE,
                           decode_head=dict(type='CAMHead', in_channels=64, num_classes=2)),
     'PAMRHook': dict(dataloader=dict()),

@@ -32,7 +32,12 @@ model = dict(
         # otherwise settle on background everywhere (see IRDLoss).
         warmup_iters=200,
         pamr=dict(type='PAMR', num_iter=10, dilations=(1, 2, 4, 8, 12, 24))),
+    # Pseudo-masks: one pass (EPS's inference: scales=(0.5, 1.0, 1.5, 2.0), flip=True), the
+    # learned background, PAMR, no dense CRF (e.g. crf=dict(type='DenseCRF'): PSA's setting).
     test_cfg=dict(
         mode='whole',
+        scales=(1.0, ),
+        flip=False,
         bg_threshold=None,
-        pamr=dict(type='PAMR', num_iter=10, dilations=(1, 2, 4, 8, 12, 24))))
+        pamr=dict(type='PAMR', num_iter=10, dilations=(1, 2, 4, 8, 12, 24)),
+        crf=None))
