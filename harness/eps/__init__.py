@@ -3,7 +3,7 @@ from .cam_head import CAMHead
 from .checkpoints import CrashSafeCheckpointHook
 from .classification_loss import MultiLabelSoftMarginLoss
 from .crf import DenseCRF
-from .datasets import SyntheticShapesDataset, WSSSVOCDataset
+from .datasets import SyntheticShapesDataset, WSSSCOCODataset, WSSSVOCDataset
 from .eps_classifier import EPSClassifier
 from .eps_loss import EPSLoss
 from .ird_loss import IRDLoss
@@ -16,6 +16,6 @@ __all__ = [
     'CAMHead', 'MultiLabelSoftMarginLoss', 'EPSLoss', 'IRDLoss', 'PAMR', 'DenseCRF',
     'EPSClassifier',
     'PAMRHook', 'CrashSafeCheckpointHook', 'PerClassIoUMetric', 'WSSSVOCDataset',
-    'SyntheticShapesDataset',
+    'SyntheticShapesDataset', 'WSSSCOCODataset',
     'LoadSaliencyMap', 'PackWSSSInputs'
 ]

@@ -12,6 +12,24 @@ from harness.data import synthetic
 VOC_LAYOUT = ('<data_root>/JPEGImages/<id>.jpg, <data_root>/SegmentationClassAug/<id>.png '
               '(or SegmentationClass), <data_root>/SALImages/<id>.png, '
               '<data_root>/ImageSets/Segmentation/<split>.txt, optionally <data_root>/cls_labels.npy')
+COCO_LAYOUT = ('<data_root>/JPEGImages/{train2014,val2014}/<id>.jpg, '
+               '<data_root>/SegmentationClass/{train2014,val2014}/<id>.png (class indices 0..80), '
+               '<data_root>/SALImages/<id>.png, <data_root>/ImageSets/{train,val}.txt, '
+               '<data_root>/cls_labels.npy')
+
+# MS COCO's 80 object classes in the order of its category ids (the order of WSSS code's
+# cls_labels.npy and label PNGs: index i is the i-th class, 0 is background).
+COCO_CLASSES = (
+    'background', 'person', 'bicycle', 'car', 'motorcycle', 'airplane', 'bus', 'train', 'truck',
+    'boat', 'traffic light', 'fire hydrant', 'stop sign', 'parking meter', 'bench', 'bird', 'cat',
+    'dog', 'horse', 'sheep', 'cow', 'elephant', 'bear', 'zebra', 'giraffe', 'backpack',
+    'umbrella', 'handbag', 'tie', 'suitcase', 'frisbee', 'skis', 'snowboard', 'sports ball',
+    'kite', 'baseball bat', 'baseball glove', 'skateboard', 'surfboard', 'tennis racket',
+    'bottle', 'wine glass', 'cup', 'fork', 'knife', 'spoon', 'bowl', 'banana', 'apple',
+    'sandwich', 'orange', 'broccoli', 'carrot', 'hot dog', 'pizza', 'donut', 'cake', 'chair',
+    'couch', 'potted plant', 'bed', 'dining table', 'toilet', 'tv', 'laptop', 'mouse', 'remote',
+    'keyboard', 'cell phone', 'microwave', 'oven', 'toaster', 'sink', 'refrigerator', 'book',
+    'clock', 'vase', 'scissors', 'teddy bear', 'hair drier', 'toothbrush')
 
 
 def read_class_labels_from_mask(mask_path: str, num_classes: int) -> np.ndarray:
@@ -57,6 +75,7 @@ class WSSSVOCDataset(BaseSegDataset):
     """
 
     METAINFO = PascalVOCDataset.METAINFO
+    LAYOUT = VOC_LAYOUT  # named in the errors for a missing split file or folder
 
     def __init__(self, labels_file: Optional[str] = None, saliency_suffix: str = '.png',
                  img_suffix: str = '.jpg', seg_map_suffix: str = '.png', **kwargs) -> None:
@@ -71,7 +90,12 @@ class WSSSVOCDataset(BaseSegDataset):
     def load_data_list(self) -> List[dict]:
         if not osp.isfile(self.ann_file):
             raise FileNotFoundError(f'{type(self).__name__}: split file {self.ann_file} not found '
-                                    f'(data_root={self.data_root}). Expected layout: {VOC_LAYOUT}')
+                                    f'(data_root={self.data_root}). Expected layout: {self.LAYOUT}')
+        for key, folder in self.data_prefix.items():
+            if folder and not osp.isdir(folder):
+                raise FileNotFoundError(f'{type(self).__name__}: folder {folder} '
+                                        f"(data_prefix['{key}']) not found. Expected layout: "
+                                        f'{self.LAYOUT}')
         data_list = super().load_data_list()
         saliency_dir = self.data_prefix.get('saliency_path')
         labels_by_id = self._load_labels_file()
@@ -119,3 +143,23 @@ class SyntheticShapesDataset(WSSSVOCDataset):
     """The bundled dataset (``python -m harness.data.synthetic``): VOC layout, shape classes."""
 
     METAINFO = dict(classes=synthetic.CLASSES, palette=synthetic.PALETTE)
+
+
+@DATASETS.register_module()
+class WSSSCOCODataset(WSSSVOCDataset):
+    """MS COCO 2014 for weak supervision, in the layout of the EPS code (``script/coco_eps.sh``)::
+
+        JPEGImages/train2014/<id>.jpg, JPEGImages/val2014/<id>.jpg        data_prefix['img_path']
+        SegmentationClass/{train2014,val2014}/<id>.png  label PNGs 0..80  data_prefix['seg_map_path']
+        SALImages/<id>.png                              saliency maps     data_prefix['saliency_path']
+        ImageSets/train.txt, ImageSets/val.txt          ids (COCO_train2014_000000000009, ...)
+        cls_labels.npy                                  {id: float32[80]} labels_file
+
+    80 classes plus background (:data:`COCO_CLASSES`); everything else is
+    :class:`WSSSVOCDataset`'s.
+    """
+
+    # Label PNGs in the VOC colormap, extended to 81 labels (the bundled generator's table).
+    METAINFO = dict(classes=COCO_CLASSES,
+                    palette=synthetic._VOC_COLORMAP[:len(COCO_CLASSES)].tolist())
+    LAYOUT = COCO_LAYOUT

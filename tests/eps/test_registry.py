@@ -26,6 +26,7 @@ BUILD_ARGS = {
     'PerClassIoUMetric': dict(),
     'WSSSVOCDataset': 'dataset',
     'SyntheticShapesDataset': 'dataset',
+    'WSSSCOCODataset': 'dataset',
     'LoadSaliencyMap': dict(),
     'PackWSSSInputs': dict(),
 }
