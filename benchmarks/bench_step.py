@@ -47,6 +47,7 @@ from mmengine.config import Config
 from mmengine.model import revert_sync_batchnorm
 from mmengine.optim import OptimWrapper, build_optim_wrapper
 from mmengine.runner import Runner
+from mmengine.utils.dl_utils import set_multi_processing
 from torch import Tensor
 
 from harness.amp import AmpUnavailableError, amp_optim_wrapper, check_amp_available
@@ -186,6 +187,8 @@ def run(args: argparse.Namespace, folder: Path) -> Dict[str, List[float]]:
         cfg.optim_wrapper = amp_optim_wrapper(cfg.optim_wrapper)
     cfg.train_dataloader.dataset.data_root = str(
         prepare_training_data(cfg, IMAGE_SIZES[args.size], folder))
+    # As MMEngine's runner does: multiprocessing start method and OpenCV threads of env_cfg.
+    set_multi_processing(**cfg.get('env_cfg', {}).get('mp_cfg', {}), distributed=False)
     model, optim_wrapper = build(cfg, device)
     pamr = getattr(model.loss_sal, 'pamr', None)
     backbone = f'{type(model.backbone).__name__}-{getattr(model.backbone, "depth", "?")}'
