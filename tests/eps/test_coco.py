@@ -140,9 +140,9 @@ def test_both_stages_run_on_the_coco_layout(coco_dataset, tmp_path):
                      stage1={**SHORT, 'model.loss_sal.warmup_iters': 1,
                              'custom_hooks.0.dataloader.num_workers': 0},
                      stage2={**SHORT, **SMALL_STAGE2_CROPS})
-    result = run_trial(spec, tmp_path / 'trial')
+    result = run_trial(spec, tmp_path / 'trial', stage1_cache=tmp_path / 'stage1')
     for key in ('val/mIoU', 'pseudo/mIoU', 'stage1/mIoU'):
         assert 0 <= result[key] <= 100
     assert 'pseudo/IoU.person' in result and 'val/IoU.toothbrush' in result
-    masks = sorted(path.name for path in tmp_path.glob('trial/stage1/*/pseudo_masks/*.png'))
+    masks = sorted(path.name for path in tmp_path.glob('stage1/*/pseudo_masks/*.png'))
     assert masks == [f'COCO_train2014_{index:012d}.png' for index in range(12)]
