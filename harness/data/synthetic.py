@@ -7,6 +7,9 @@ set and real VOC alike):
     JPEGImages/<id>.jpg                   RGB, JPEG quality 95, ids like ``shapes_000123``
     SegmentationClass/<id>.png            palette PNG (VOC colormap), values 0 (background) .. 5
     SALImages/<id>.png                    greyscale PNG, saliency 0..255 (divide by 255 for [0, 1])
+    SaliencyErrors/<id>.png               greyscale PNG, the injected error of each pixel:
+                                          0 none, 1 missing class, 2 missing object,
+                                          3 false object coverage (see ERROR_KINDS)
     ImageSets/Segmentation/{train,val}.txt
     cls_labels.npy                        {id: float32[5]} image-level labels, background excluded
     dataset_info.json                     classes, palette, config, injected-error counts
@@ -56,11 +59,14 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: SaliencyErrors/ (per-pixel error kinds)
 
 CLASSES: tuple[str, ...] = ("background", "disc", "square", "triangle", "cross", "ring")
 NUM_FOREGROUND = len(CLASSES) - 1
 ERROR_KINDS: tuple[str, ...] = ("missing_class", "missing_object", "false_coverage")
+# Value of each kind in SaliencyErrors/<id>.png (0: no injected error).
+ERROR_KIND_VALUES: dict[str, int] = {kind: index + 1 for index, kind in enumerate(ERROR_KINDS)}
+ERRORS_FOLDER = "SaliencyErrors"
 INFO_FILE = "dataset_info.json"
 ID_PREFIX = "shapes_"
 
@@ -489,10 +495,13 @@ def _gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
 
 def _saliency(
     scene: _Scene, grid: _Grid, streams: _Streams, config: SyntheticConfig
-) -> tuple[np.ndarray, Counter[str]]:
-    """The saliency map, uint8 (S, S) 0..255, and the number of errors of each kind put into it."""
+) -> tuple[np.ndarray, np.ndarray, Counter[str]]:
+    """The saliency map, uint8 (S, S) 0..255; the injected error kind of every pixel, uint8
+    (S, S) of :data:`ERROR_KIND_VALUES` (0: none; the target pixels, before blur and noise);
+    and the number of errors of each kind put into it."""
     size = scene.mask.shape[0]
     errors: Counter[str] = Counter()
+    kinds = np.zeros(scene.mask.shape, dtype=np.uint8)
     missed = _missed_class(scene, streams.missing_class, config.missing_class_rate)
     errors["missing_class"] += int(missed is not None)
     target = np.zeros(scene.mask.shape, dtype=np.float64)
@@ -502,19 +511,23 @@ def _saliency(
         )
         confidence = streams.noise.uniform(0.85, 1.0)
         if class_index == missed:
+            kinds[visible] = ERROR_KIND_VALUES["missing_class"]
             continue
         errors["missing_object"] += int(partial is not None)
+        if partial is not None:
+            kinds[visible & ~partial] = ERROR_KIND_VALUES["missing_object"]
         target[visible if partial is None else partial] = confidence
     false_region = _false_region(scene, grid, streams.false_coverage, config.false_coverage_rate)
     confidence = streams.noise.uniform(0.6, 0.95)
     if false_region is not None:
         errors["false_coverage"] += 1
+        kinds[false_region] = ERROR_KIND_VALUES["false_coverage"]
         target[false_region] = np.maximum(target[false_region], confidence)
     # A detector's output is soft at edges and a little uneven everywhere.
     saliency = _gaussian_blur(target, sigma=max(0.6, size / 80.0))
     saliency += 0.05 * _smooth_noise(streams.noise, size, 3, 1)[..., 0]
     saliency += streams.noise.normal(0.0, 0.015, size=saliency.shape)
-    return np.clip(np.rint(255.0 * saliency), 0, 255).astype(np.uint8), errors
+    return np.clip(np.rint(255.0 * saliency), 0, 255).astype(np.uint8), kinds, errors
 
 
 # ---------------------------------------------------------------------------------------------
@@ -524,11 +537,13 @@ def _saliency(
 @dataclass(frozen=True)
 class _Sample:
     """One image with its files' arrays (see :class:`_Scene`), uint8 saliency (S, S), the
-    injected error counts and how many objects and distractors it shows."""
+    per-pixel error kinds (S, S), the injected error counts and how many objects and distractors
+    it shows."""
 
     image: np.ndarray
     mask: np.ndarray
     saliency: np.ndarray
+    error_kinds: np.ndarray
     errors: Counter[str]
     num_objects: int
     num_distractors: int
@@ -537,11 +552,12 @@ class _Sample:
 def _make_sample(config: SyntheticConfig, index: int, grid: _Grid) -> _Sample:
     streams = _streams(config.seed, index)
     scene = _render_scene(streams.content, grid, config.image_size)
-    saliency, errors = _saliency(scene, grid, streams, config)
+    saliency, error_kinds, errors = _saliency(scene, grid, streams, config)
     return _Sample(
         image=scene.image,
         mask=scene.mask,
         saliency=saliency,
+        error_kinds=error_kinds,
         errors=errors,
         num_objects=len(scene.objects),
         num_distractors=len(scene.distractors),
@@ -560,6 +576,7 @@ def _write_sample(root: Path, sample_id: str, sample: _Sample) -> None:
     mask.putpalette(_VOC_COLORMAP.ravel().tolist())  # turns the "L" image into "P"
     mask.save(root / "SegmentationClass" / f"{sample_id}.png")
     Image.fromarray(sample.saliency).save(root / "SALImages" / f"{sample_id}.png")
+    Image.fromarray(sample.error_kinds).save(root / ERRORS_FOLDER / f"{sample_id}.png")
 
 
 def _split_ids(config: SyntheticConfig) -> dict[str, list[str]]:
@@ -570,7 +587,8 @@ def _split_ids(config: SyntheticConfig) -> dict[str, list[str]]:
 
 def _write_dataset(root: Path, config: SyntheticConfig) -> None:
     """Write every file of the dataset into the existing empty folder ``root``, the info last."""
-    for sub in ("JPEGImages", "SegmentationClass", "SALImages", "ImageSets/Segmentation"):
+    for sub in ("JPEGImages", "SegmentationClass", "SALImages", ERRORS_FOLDER,
+                "ImageSets/Segmentation"):
         (root / sub).mkdir(parents=True)
     grid = _pixel_grid(config.image_size)
     splits = _split_ids(config)
@@ -613,6 +631,7 @@ def _dataset_info(
         "images_per_class": dict(zip(CLASSES[1:], images_per_class.tolist())),
         "error_rates": {kind: getattr(config, f"{kind}_rate") for kind in ERROR_KINDS},
         "error_counts": {kind: errors[kind] for kind in ERROR_KINDS},
+        "error_kind_values": {"none": 0, **ERROR_KIND_VALUES},
         "error_units": {
             "missing_class": "images (with >= 2 classes) missing one class",
             "missing_object": "objects only partly salient",

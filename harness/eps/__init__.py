@@ -6,16 +6,17 @@ from .crf import DenseCRF
 from .datasets import SyntheticShapesDataset, WSSSCOCODataset, WSSSVOCDataset
 from .eps_classifier import EPSClassifier
 from .eps_loss import EPSLoss
+from .ird_diagnostics import IRDDiagnosticsHook
 from .ird_loss import IRDLoss
 from .metrics import PerClassIoUMetric
 from .pamr import PAMR
 from .pamr_hook import PAMRHook
-from .transforms import LoadSaliencyMap, PackWSSSInputs
+from .transforms import LoadSaliencyErrors, LoadSaliencyMap, PackWSSSInputs
 
 __all__ = [
     'CAMHead', 'MultiLabelSoftMarginLoss', 'EPSLoss', 'IRDLoss', 'PAMR', 'DenseCRF',
     'EPSClassifier',
-    'PAMRHook', 'CrashSafeCheckpointHook', 'PerClassIoUMetric', 'WSSSVOCDataset',
-    'SyntheticShapesDataset', 'WSSSCOCODataset',
-    'LoadSaliencyMap', 'PackWSSSInputs'
+    'PAMRHook', 'IRDDiagnosticsHook', 'CrashSafeCheckpointHook', 'PerClassIoUMetric',
+    'WSSSVOCDataset', 'SyntheticShapesDataset', 'WSSSCOCODataset',
+    'LoadSaliencyMap', 'LoadSaliencyErrors', 'PackWSSSInputs'
 ]

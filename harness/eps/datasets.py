@@ -57,6 +57,8 @@ class WSSSVOCDataset(BaseSegDataset):
         JPEGImages/<id>.jpg                 data_prefix['img_path']
         SegmentationClassAug/<id>.png       data_prefix['seg_map_path']   (optional)
         SALImages/<id>.png                  data_prefix['saliency_path']  (optional)
+        SaliencyErrors/<id>.png             data_prefix['saliency_errors_path'] (optional: the
+                                            bundled data's per-pixel saliency error kinds)
         ImageSets/Segmentation/<split>.txt  ann_file, one id per line
         cls_labels.npy                      labels_file (optional)
 
@@ -98,13 +100,16 @@ class WSSSVOCDataset(BaseSegDataset):
                                         f'{self.LAYOUT}')
         data_list = super().load_data_list()
         saliency_dir = self.data_prefix.get('saliency_path')
+        errors_dir = self.data_prefix.get('saliency_errors_path')
         labels_by_id = self._load_labels_file()
         for info in data_list:
             image_id = osp.splitext(osp.basename(info['img_path']))[0]
             info['img_id'] = image_id
             if saliency_dir is not None:
                 info['saliency_path'] = osp.join(saliency_dir, image_id + self.saliency_suffix)
-            for key in ('img_path', 'seg_map_path', 'saliency_path'):
+            if errors_dir is not None:
+                info['saliency_errors_path'] = osp.join(errors_dir, image_id + '.png')
+            for key in ('img_path', 'seg_map_path', 'saliency_path', 'saliency_errors_path'):
                 if key in info and not osp.isfile(info[key]):
                     raise FileNotFoundError(f'{type(self).__name__}: {key} of {image_id!r} not '
                                             f'found: {info[key]} (split {self.ann_file})')

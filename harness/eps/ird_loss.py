@@ -81,18 +81,39 @@ class IRDLoss(SaliencyLoss):
             raise ValueError('IRDLoss needs the input images to refine the foreground map')
         probs, saliency = self.probabilities_and_saliency(maps, saliency, labels,
                                                           size=images.shape[-2:])
-        foreground = (probs[:, 1:] * labels.to(probs.dtype)[:, :, None, None]).sum(1, keepdim=True)
+        foreground = self.foreground(probs, labels)
         with torch.no_grad():
             if self.warming_up():
                 consistent = torch.ones_like(saliency)
             else:
-                refined = self.pamr(images.to(probs.dtype),
-                                    self.map_to_refine(maps, labels, foreground))
-                consistent = ((refined > self.threshold) == (saliency > self.threshold))
+                consistent = (~self._inconsistent(maps, saliency, labels, images, foreground))
                 consistent = consistent.to(probs.dtype)
         squared_error = consistent * (saliency - foreground) ** 2
         per_image = squared_error.sum(dim=(1, 2, 3)) / consistent.sum(dim=(1, 2, 3)).clamp(min=1)
         return self.loss_weight * per_image.mean()
+
+    @float32_loss
+    @torch.no_grad()
+    def inconsistent_region(self, maps: Tensor, saliency: Tensor, labels: Tensor,
+                            images: Tensor) -> Tensor:
+        """``N = B(M_r) xor B(M_s)``, bool ``[B, 1, H, W]`` at the image size: the pixels that
+        :meth:`forward` drops once the warm-up is over (shapes as :meth:`forward`)."""
+        probs, saliency = self.probabilities_and_saliency(maps, saliency, labels,
+                                                          size=images.shape[-2:])
+        foreground = self.foreground(probs, labels)
+        return self._inconsistent(maps, saliency, labels, images, foreground)
+
+    @staticmethod
+    def foreground(probs: Tensor, labels: Tensor) -> Tensor:
+        """``M_fg = sum_i y_i M_i``, ``[B, 1, H, W]``, from probabilities ``[B, C+1, H, W]``."""
+        return (probs[:, 1:] * labels.to(probs.dtype)[:, :, None, None]).sum(1, keepdim=True)
+
+    def _inconsistent(self, maps: Tensor, saliency: Tensor, labels: Tensor, images: Tensor,
+                      foreground: Tensor) -> Tensor:
+        """``N`` from the saliency and foreground at the image size (no gradient flows)."""
+        refined = self.pamr(images.to(foreground.dtype),
+                            self.map_to_refine(maps, labels, foreground))
+        return (refined > self.threshold) != (saliency > self.threshold)
 
     def map_to_refine(self, maps: Tensor, labels: Tensor, foreground: Tensor) -> Tensor:
         """The foreground map ``[B, 1, h, w]`` in [0, 1] that PAMR refines into ``M_r``."""

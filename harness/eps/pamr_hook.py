@@ -1,5 +1,5 @@
 """Hook that turns the trained stage-1 model into pseudo-masks on disk."""
-import json
+import math
 from pathlib import Path
 from typing import Dict
 
@@ -7,6 +7,7 @@ from mmengine.hooks import Hook
 from mmengine.runner import Runner
 
 from mmseg.registry import HOOKS
+from harness import strict_json
 from .pseudo_masks import generate_pseudo_masks
 
 
@@ -39,5 +40,9 @@ class PAMRHook(Hook):
         metrics: Dict[str, float] = generate_pseudo_masks(runner.model, dataloader, out_dir)
         runner.logger.info(f'pseudo-masks written to {out_dir}: {metrics}')
         if metrics:
-            runner.visualizer.add_scalars(metrics, step=runner.iter)
-            out_dir.with_name(out_dir.name + '_metrics.json').write_text(json.dumps(metrics))
+            # A class absent from the split has IoU NaN: no scalar, null in the JSON file.
+            runner.visualizer.add_scalars(
+                {key: value for key, value in metrics.items() if math.isfinite(value)},
+                step=runner.iter)
+            out_dir.with_name(out_dir.name + '_metrics.json').write_text(
+                strict_json.dumps(metrics))

@@ -25,26 +25,46 @@ class LoadSaliencyMap(BaseTransform):
         backend_args: MMEngine file backend arguments.
     """
 
+    path_key = 'saliency_path'
+    out_key = 'gt_saliency'
+    what = 'saliency map'
+    hint = "data_prefix=dict(saliency_path='SALImages')"
+
     def __init__(self, backend_args: Optional[dict] = None) -> None:
         self.backend_args = backend_args
 
     def transform(self, results: dict) -> dict:
-        path = results.get('saliency_path')
+        path = results.get(self.path_key)
         if path is None:
-            raise KeyError('LoadSaliencyMap: the sample has no `saliency_path`; give the dataset '
-                           "a saliency folder, e.g. data_prefix=dict(saliency_path='SALImages')")
+            raise KeyError(f'{type(self).__name__}: the sample has no `{self.path_key}`; give the '
+                           f'dataset that folder, e.g. {self.hint}')
         try:
             data = fileio.get(path, backend_args=self.backend_args)
         except FileNotFoundError as error:
-            raise FileNotFoundError(f'saliency map not found: {path}') from error
-        saliency = mmcv.imfrombytes(data, flag='grayscale', backend='pillow')
+            raise FileNotFoundError(f'{self.what} not found: {path}') from error
+        grey = mmcv.imfrombytes(data, flag='grayscale', backend='pillow')
         image = results.get('img')
-        if image is not None and saliency.shape[:2] != image.shape[:2]:
-            raise ValueError(f'saliency map {path} is {saliency.shape[1]}x{saliency.shape[0]} '
+        if image is not None and grey.shape[:2] != image.shape[:2]:
+            raise ValueError(f'{self.what} {path} is {grey.shape[1]}x{grey.shape[0]} '
                              f'(WxH) but its image {results.get("img_path")} is '
                              f'{image.shape[1]}x{image.shape[0]}; they must be the same size')
-        results['gt_saliency'] = saliency
+        results[self.out_key] = grey
         return results
+
+
+@TRANSFORMS.register_module()
+class LoadSaliencyErrors(LoadSaliencyMap):
+    """Reads the per-pixel saliency error kinds of the bundled dataset (``SaliencyErrors/``, a
+    grey PNG: 0 none, 1 missing class, 2 missing object, 3 false object coverage).
+
+    Required keys: ``saliency_errors_path``. Added key: ``gt_saliency_errors``, ``uint8 [H, W]``.
+    For evaluation pipelines (no geometric augmentation).
+    """
+
+    path_key = 'saliency_errors_path'
+    out_key = 'gt_saliency_errors'
+    what = 'saliency error map'
+    hint = "data_prefix=dict(saliency_errors_path='SaliencyErrors')"
 
 
 @TRANSFORMS.register_module()
@@ -52,7 +72,8 @@ class PackWSSSInputs(PackSegInputs):
     """``PackSegInputs`` that also packs the saliency map and the image-level labels.
 
     The saliency map becomes ``data_sample.gt_saliency`` (``PixelData``, float ``[1, H, W]`` in
-    [0, 1]); the labels travel in the metainfo as ``class_labels`` (float ``[C]``, foreground
+    [0, 1]), the saliency error kinds (when loaded) ``data_sample.gt_saliency_errors`` (uint8
+    ``[1, H, W]``); the labels travel in the metainfo as ``class_labels`` (float ``[C]``, foreground
     classes only), so that every model method that sees image metas sees them too.
     """
 
@@ -66,4 +87,8 @@ class PackWSSSInputs(PackSegInputs):
         if 'gt_saliency' in results:
             saliency = np.ascontiguousarray(results['gt_saliency'], dtype=np.float32) / 255.0
             packed['data_samples'].gt_saliency = PixelData(data=torch.from_numpy(saliency)[None])
+        if 'gt_saliency_errors' in results:
+            kinds = np.ascontiguousarray(results['gt_saliency_errors'], dtype=np.uint8)
+            packed['data_samples'].gt_saliency_errors = PixelData(
+                data=torch.from_numpy(kinds)[None])
         return packed

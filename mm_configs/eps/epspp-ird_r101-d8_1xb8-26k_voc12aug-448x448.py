@@ -36,3 +36,10 @@ default_hooks = dict(
     checkpoint=dict(type='CrashSafeCheckpointHook', by_epoch=False, interval=2000, max_keep_ckpts=2),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='SegVisualizationHook'))
+# Pseudo-masks of train_aug, and IRD's dropped region against VOC's train masks every 5000
+# iterations after the warm-up and at the end (ird/precision, ird/recall).
+custom_hooks = [
+    dict(type='PAMRHook', dataloader={{_base_.pseudo_mask_dataloader}}, out_dir='pseudo_masks'),
+    dict(type='IRDDiagnosticsHook', dataloader={{_base_.ird_diagnostics_dataloader}},
+         interval=5000),
+]

@@ -185,6 +185,37 @@ def test_error_rates_change_only_the_saliency(clean: Path, noisy: Path) -> None:
             assert noisy_files[name] == content, name
 
 
+def _kinds(root: Path, sample_id: str) -> np.ndarray:
+    return np.array(Image.open(root / synthetic.ERRORS_FOLDER / f"{sample_id}.png"))
+
+
+def test_error_kind_maps_mark_exactly_the_injected_errors(clean: Path, noisy: Path) -> None:
+    values = synthetic.ERROR_KIND_VALUES
+    seen = set()
+    for sample_id in _all_ids(noisy):
+        kinds, mask = _kinds(noisy, sample_id), _mask(noisy, sample_id)
+        saliency = _saliency(noisy, sample_id)
+        assert set(np.unique(kinds)) <= {0, *values.values()}
+        seen |= set(np.unique(kinds).tolist())
+        # missing class / missing object: object pixels left out of the saliency map
+        for kind in ("missing_class", "missing_object"):
+            region = kinds == values[kind]
+            assert (mask[region] > 0).all(), (sample_id, kind)
+        # the missed class is missed whole: every visible pixel of it, and it is not salient
+        missed = kinds == values["missing_class"]
+        if missed.any():
+            (missed_class,) = np.unique(mask[missed])
+            np.testing.assert_array_equal(missed, mask == missed_class)
+            assert np.median(saliency[missed]) < 64
+        # false coverage: background pixels made salient
+        covered = kinds == values["false_coverage"]
+        assert (mask[covered] == 0).all() and np.median(saliency[covered]) > 64
+    assert seen == {0, *values.values()}
+    for sample_id in _all_ids(clean):
+        assert not _kinds(clean, sample_id).any()
+    assert _info(noisy)["error_kind_values"] == {"none": 0, **values}
+
+
 def test_refuses_a_non_empty_folder(tmp_path: Path) -> None:
     target = tmp_path / "mine"
     target.mkdir()

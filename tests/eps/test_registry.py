@@ -22,12 +22,14 @@ BUILD_ARGS = {
     'EPSClassifier': dict(backbone=TINY_BACKBONE,
                           decode_head=dict(type='CAMHead', in_channels=64, num_classes=2)),
     'PAMRHook': dict(dataloader=dict()),
+    'IRDDiagnosticsHook': dict(dataloader=dict(), interval=100),
     'CrashSafeCheckpointHook': dict(interval=1),
     'PerClassIoUMetric': dict(),
     'WSSSVOCDataset': 'dataset',
     'SyntheticShapesDataset': 'dataset',
     'WSSSCOCODataset': 'dataset',
     'LoadSaliencyMap': dict(),
+    'LoadSaliencyErrors': dict(),
     'PackWSSSInputs': dict(),
 }
 

@@ -61,4 +61,24 @@ pseudo_mask_dataloader = dict(
         data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClass'),
         labels_file='cls_labels.npy',
         pipeline=test_pipeline))
+# IRD diagnostics (IRDDiagnosticsHook, added by the EPS++ configs): the train split without
+# augmentation, with masks, saliency and the per-pixel saliency error kinds the generator injected.
+ird_diagnostics_dataloader = dict(
+    batch_size=16,
+    num_workers=0,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(
+        type=dataset_type,
+        data_root=data_root,
+        ann_file='ImageSets/Segmentation/train.txt',
+        data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClass',
+                         saliency_path='SALImages', saliency_errors_path='SaliencyErrors'),
+        labels_file='cls_labels.npy',
+        pipeline=[
+            dict(type='LoadImageFromFile'),
+            dict(type='LoadAnnotations'),
+            dict(type='LoadSaliencyMap'),
+            dict(type='LoadSaliencyErrors'),
+            dict(type='PackWSSSInputs'),
+        ]))
 custom_hooks = [dict(type='PAMRHook', dataloader=pseudo_mask_dataloader, out_dir='pseudo_masks')]

@@ -66,4 +66,23 @@ pseudo_mask_dataloader = dict(
         data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClassAug'),
         labels_file='cls_labels.npy',
         pipeline=test_pipeline))
+# IRD diagnostics (IRDDiagnosticsHook, added by the EPS++ configs): the 1,464 train images with
+# VOC's own masks, un-augmented, with their saliency maps.
+ird_diagnostics_dataloader = dict(
+    batch_size=1,
+    num_workers=4,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(
+        type=dataset_type,
+        data_root=data_root,
+        ann_file='ImageSets/Segmentation/train.txt',
+        data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClass',
+                         saliency_path='SALImages'),
+        labels_file='cls_labels.npy',
+        pipeline=[
+            dict(type='LoadImageFromFile'),
+            dict(type='LoadAnnotations'),
+            dict(type='LoadSaliencyMap'),
+            dict(type='PackWSSSInputs'),
+        ]))
 custom_hooks = [dict(type='PAMRHook', dataloader=pseudo_mask_dataloader, out_dir='pseudo_masks')]

@@ -1,0 +1,215 @@
+"""How well IRD's dropped region finds the saliency map's errors, measured against ground truth.
+
+EPS++'s Inconsistent Region Drop exists to drop the pixels where the saliency map is wrong. Where
+ground-truth masks exist, the saliency errors are known: ``E = B(M_s) xor F`` with ``F`` the
+ground-truth foreground (``0 < mask < 255``). The dropped region is ``N = B(M_r) xor B(M_s)``
+(:meth:`IRDLoss.inconsistent_region`). Per image and in total:
+
+- precision ``|N & E| / |N|``: how much of what IRD drops is a saliency error;
+- recall ``|N & E| / |E|``: how much of the saliency errors IRD drops;
+- where the bundled data knows the kind of each injected error (``SaliencyErrors/``: missing
+  class, missing object, false object coverage), the share of ``N`` on each kind
+  ``|N & K| / |N|`` and the recall of each kind ``|N & K| / |K|``. ``N`` outside every injected
+  region (detector blur and noise, or a correct saliency pixel dropped) is the share ``other``.
+
+Pixels marked 255 (ignore) count nowhere. Ratios with an empty denominator are None.
+
+:class:`IRDDiagnosticsHook` measures these on a split (un-augmented images) every ``interval``
+training iterations after IRD's warm-up and after training, logs ``ird/precision``,
+``ird/recall`` and ``ird/share.<kind>`` / ``ird/recall.<kind>`` with the iteration as step, and
+writes the per-image figures and the dropped regions next to the pseudo-masks.
+"""
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+from mmengine.hooks import Hook
+from mmengine.runner import Runner
+from PIL import Image
+from torch import Tensor
+
+from mmseg.registry import HOOKS
+from harness import strict_json
+from harness.data.synthetic import ERROR_KIND_VALUES
+from .ird_loss import IRDLoss
+
+IGNORE_INDEX = 255
+METRIC_PREFIX = 'ird'
+
+
+def error_counts(dropped: Tensor, salient: Tensor, mask: Tensor,
+                 error_kinds: Optional[Tensor] = None) -> Dict[str, int]:
+    """Pixel counts of one image.
+
+    Args:
+        dropped: ``N``, bool ``[H, W]``.
+        salient: ``B(M_s)``, bool ``[H, W]``.
+        mask: ground truth ``[H, W]``, class indices (0 background, 255 ignore).
+        error_kinds: ``[H, W]`` values of :data:`ERROR_KIND_VALUES` (0 none), or None.
+
+    Returns:
+        ``dropped`` ``|N|``, ``errors`` ``|E|``, ``dropped_errors`` ``|N & E|`` and, with
+        ``error_kinds``, ``kind.<kind>`` ``|K|`` and ``dropped.<kind>`` ``|N & K|`` per kind.
+    """
+    valid = mask != IGNORE_INDEX
+    dropped = dropped & valid
+    errors = (salient != (mask > 0)) & valid
+    counts = {'dropped': int(dropped.sum()), 'errors': int(errors.sum()),
+              'dropped_errors': int((dropped & errors).sum())}
+    if error_kinds is not None:
+        for kind, value in ERROR_KIND_VALUES.items():
+            region = (error_kinds == value) & valid
+            counts[f'kind.{kind}'] = int(region.sum())
+            counts[f'dropped.{kind}'] = int((dropped & region).sum())
+    return counts
+
+
+def summarise(counts: Mapping[str, int]) -> Dict[str, Optional[float]]:
+    """Ratios (percent) of :func:`error_counts` (or their sum over images): ``precision``,
+    ``recall``, and with kinds ``share.<kind>``, ``share.other``, ``recall.<kind>``."""
+    def ratio(numerator: int, denominator: int) -> Optional[float]:
+        return round(100.0 * numerator / denominator, 2) if denominator else None
+
+    summary = {'precision': ratio(counts['dropped_errors'], counts['dropped']),
+               'recall': ratio(counts['dropped_errors'], counts['errors'])}
+    kinds = [kind for kind in ERROR_KIND_VALUES if f'kind.{kind}' in counts]
+    if kinds:
+        on_kinds = 0
+        for kind in kinds:
+            summary[f'share.{kind}'] = ratio(counts[f'dropped.{kind}'], counts['dropped'])
+            summary[f'recall.{kind}'] = ratio(counts[f'dropped.{kind}'], counts[f'kind.{kind}'])
+            on_kinds += counts[f'dropped.{kind}']
+        summary['share.other'] = ratio(counts['dropped'] - on_kinds, counts['dropped'])
+    return summary
+
+
+def total(per_image: Sequence[Mapping[str, int]]) -> Dict[str, int]:
+    """The sum of per-image :func:`error_counts`."""
+    summed: Dict[str, int] = {}
+    for counts in per_image:
+        for key, value in counts.items():
+            summed[key] = summed.get(key, 0) + value
+    return summed
+
+
+@HOOKS.register_module()
+class IRDDiagnosticsHook(Hook):
+    """Measures IRD's dropped region against the saliency errors (see the module docstring).
+
+    Every ``interval`` iterations once the loss's warm-up is over (dropping nothing, IRD has no
+    precision), and after training, the model (rank 0, eval mode) runs on ``dataloader`` and
+    :meth:`IRDLoss.inconsistent_region` gives ``N`` per image. The totals are logged as
+    ``ird/<ratio>`` (percent) with the iteration as step and kept in :attr:`latest`; after
+    training, ``<work_dir>/<out_dir>.json`` holds the totals and every image's counts and ratios,
+    and ``<work_dir>/<out_dir>/<img_id>.png`` every image's ``N`` (0/255).
+
+    Args:
+        dataloader: Dataloader config of a split with images, saliency, masks and image labels
+            (optionally ``saliency_errors_path``), with an un-augmented pipeline ending in
+            ``PackWSSSInputs`` (``LoadAnnotations``, ``LoadSaliencyMap``, optionally
+            ``LoadSaliencyErrors``).
+        interval: Iterations between measurements during training (0: after training only).
+        out_dir: Name of the per-image output under the work dir.
+    """
+
+    priority = 'LOW'
+
+    def __init__(self, dataloader: dict, interval: int = 0,
+                 out_dir: str = 'ird_diagnostics') -> None:
+        if isinstance(interval, bool) or not isinstance(interval, int) or interval < 0:
+            raise ValueError(f'IRDDiagnosticsHook: interval must be an integer >= 0, got '
+                             f'{interval!r}')
+        self.dataloader = dataloader
+        self.interval = interval
+        self.out_dir = out_dir
+        self.latest: Optional[Dict[str, Any]] = None
+
+    def before_train(self, runner: Runner) -> None:
+        loss = getattr(_unwrapped(runner.model), 'loss_sal', None)
+        if not isinstance(loss, IRDLoss):
+            raise TypeError(f'IRDDiagnosticsHook measures IRDLoss, but the model trains with '
+                            f'loss_sal {type(loss).__name__}: remove the hook from custom_hooks')
+        if not isinstance(self.dataloader, torch.utils.data.DataLoader):
+            self.dataloader = runner.build_dataloader(self.dataloader, seed=runner.seed)
+
+    def after_train_iter(self, runner: Runner, batch_idx: int, data_batch: Any = None,
+                         outputs: Any = None) -> None:
+        iteration = runner.iter + 1
+        warmup = _unwrapped(runner.model).loss_sal.warmup_iters
+        # The last iteration is measured by after_train.
+        if (self.interval and iteration % self.interval == 0 and warmup < iteration
+                < runner.max_iters):
+            self._measure(runner, iteration, keep_images=False)
+
+    def after_train(self, runner: Runner) -> None:
+        self._measure(runner, runner.iter, keep_images=True)
+
+    def _measure(self, runner: Runner, iteration: int, keep_images: bool) -> None:
+        if runner.rank == 0:
+            model = _unwrapped(runner.model)
+            was_training = model.training
+            model.eval()
+            per_image = measure(model, self.dataloader)
+            model.train(was_training)
+            metrics = {f'{METRIC_PREFIX}/{key}': value
+                       for key, value in summarise(total(
+                           [record['counts'] for record in per_image.values()])).items()}
+            self.latest = {**metrics, 'iter': iteration}
+            runner.visualizer.add_scalars(
+                {key: value for key, value in metrics.items() if value is not None},
+                step=iteration)
+            runner.logger.info(f'IRD diagnostics at iteration {iteration}: {metrics}')
+            if keep_images:
+                self._write(Path(runner.work_dir), per_image, metrics)
+
+    def _write(self, work_dir: Path, per_image: Dict[str, Dict[str, Any]],
+               metrics: Dict[str, Any]) -> None:
+        folder = work_dir / self.out_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        for image_id, record in per_image.items():
+            Image.fromarray(record.pop('dropped_region')).save(folder / f'{image_id}.png')
+        report = {'total': metrics, 'images': {
+            image_id: {**record['counts'], **summarise(record['counts'])}
+            for image_id, record in per_image.items()}}
+        partial = folder.with_name(f'.{self.out_dir}.json.{os.getpid()}')
+        partial.write_text(strict_json.dumps(report, indent=1))
+        os.replace(partial, folder.with_name(f'{self.out_dir}.json'))
+
+
+def measure(model: torch.nn.Module, dataloader: Any) -> Dict[str, Dict[str, Any]]:
+    """``N`` and the counts of every image of ``dataloader`` for an :class:`EPSClassifier` with
+    an :class:`IRDLoss`: ``{img_id: {'counts': error_counts(...), 'dropped_region': uint8 [H, W]
+    (0 kept, 255 dropped)}}``. Images are compared at their un-padded size."""
+    loss: IRDLoss = model.loss_sal
+    results: Dict[str, Dict[str, Any]] = {}
+    with torch.no_grad():
+        for batch in dataloader:
+            data = model.data_preprocessor(batch, False)
+            inputs, samples = data['inputs'], data['data_samples']
+            maps, _ = model.decode_head(model.extract_feat(inputs))
+            labels = torch.stack([torch.as_tensor(s.metainfo['class_labels']) for s in samples])
+            saliency = _padded([s.gt_saliency.data for s in samples], inputs.shape[-2:])
+            dropped = loss.inconsistent_region(maps, saliency.to(inputs.device),
+                                               labels.to(inputs.device), inputs)
+            for index, sample in enumerate(samples):
+                height, width = sample.metainfo['img_shape'][:2]
+                region = dropped[index, 0, :height, :width].cpu()
+                kinds = sample.gt_saliency_errors.data[0] if 'gt_saliency_errors' in sample \
+                    else None
+                counts = error_counts(region, sample.gt_saliency.data[0] > loss.threshold,
+                                      sample.gt_sem_seg.data[0], kinds)
+                results[sample.metainfo['img_id']] = {
+                    'counts': counts, 'dropped_region': region.numpy().astype(np.uint8) * 255}
+    return results
+
+
+def _padded(maps: List[Tensor], size: Sequence[int]) -> Tensor:
+    """``[B, 1, H, W]`` from ``[1, h, w]`` maps, zero-padded at the bottom/right like the batch."""
+    return torch.stack([torch.nn.functional.pad(
+        m, (0, size[1] - m.shape[-1], 0, size[0] - m.shape[-2])) for m in maps])
+
+
+def _unwrapped(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if hasattr(model, 'module') else model
