@@ -1,5 +1,6 @@
 """Config overrides given as MMEngine ``cfg-options`` dotted keys, checked before use."""
 import difflib
+import re
 from typing import Any, Dict, Iterator, List, Mapping, Tuple
 
 import yaml
@@ -35,6 +36,13 @@ def dotted_keys(node: Any, prefix: str = '') -> Iterator[str]:
         yield from dotted_keys(value, path + '.')
 
 
+# Integer settings of MMEngine / mmseg configs (iterations, intervals, sizes, counts), recognised by
+# the last part of their key: elsewhere an int and a float are interchangeable (``eta_min=0``
+# takes ``1e-5``), here a float would fail inside MMEngine after training started.
+INTEGER_KEY = re.compile(r'(^|_)(iters?|interval|begin|end|batch_size|workers|max_keep_ckpts|'
+                         r'num_iter)$|^num_')
+
+
 def check_keys_exist(cfg: Config, options: Mapping[str, Any], source: str) -> None:
     """Raises ``KeyError`` for a key of ``options`` absent from ``cfg``, with near matches.
 
@@ -48,8 +56,52 @@ def check_keys_exist(cfg: Config, options: Mapping[str, Any], source: str) -> No
             raise KeyError(f'override key {key!r} does not exist in {source}{hint}')
 
 
+def check_value_types(cfg: Config, options: Mapping[str, Any], source: str) -> None:
+    """Raises ``TypeError`` for a value whose type cannot replace the config's value there.
+
+    ``None`` in the config takes anything; numbers take numbers (ints where the key counts
+    something, see :data:`INTEGER_KEY`); strings, booleans, lists and mappings take their own kind.
+    """
+    values = cfg.to_dict()
+    for key, value in options.items():
+        current = _lookup(values, key)
+        expected = _expected_kind(key, current)
+        if expected is not None and not expected[1](value):
+            raise TypeError(f'override {key}={value!r} does not fit {source}: {key} holds '
+                            f'{current!r}, so the value must be {expected[0]}')
+
+
+def _expected_kind(key: str, current: Any) -> Any:
+    """``(description, predicate)`` of the values that may replace ``current``, or None."""
+    def is_number(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    if current is None:
+        return None
+    if isinstance(current, bool):
+        return 'true or false', lambda v: isinstance(v, bool)
+    if isinstance(current, int) and INTEGER_KEY.search(key.rsplit('.', 1)[-1]):
+        return 'an integer', lambda v: isinstance(v, int) and not isinstance(v, bool)
+    if is_number(current):
+        return 'a number', is_number
+    if isinstance(current, str):
+        return 'a string', lambda v: isinstance(v, str)
+    if isinstance(current, (list, tuple)):
+        return 'a list', lambda v: isinstance(v, (list, tuple))
+    if isinstance(current, Mapping):
+        return 'a mapping', lambda v: isinstance(v, Mapping)
+    return None
+
+
+def _lookup(node: Any, key: str) -> Any:
+    for part in key.split('.'):
+        node = node[int(part)] if isinstance(node, (list, tuple)) else node[part]
+    return node
+
+
 def apply_overrides(cfg: Config, options: Mapping[str, Any], source: str) -> Config:
     """Checks then merges ``options`` (dotted keys) into ``cfg`` in place; returns ``cfg``."""
     check_keys_exist(cfg, options, source)
+    check_value_types(cfg, options, source)
     cfg.merge_from_dict(dict(options), allow_list_keys=True)
     return cfg

@@ -11,7 +11,6 @@ threshold (against the threshold when the sweep has a single fraction). The plot
 to the sweep's parent run.
 """
 import argparse
-import json
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -19,8 +18,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from harness import strict_json
 from harness.sweep_config import DEFAULT_STORAGE_PATH
 from harness.tracking import PARENT_TAG, ROLE_TAG, default_tracking_uri
+from harness.validation import InvalidSetting, check_tracking_uri
 
 METRIC = 'val/mIoU'
 
@@ -165,7 +166,7 @@ def report(name: str, tracking_uri: str, out_path: Optional[Path] = None,
     summary = {'sweep': sweep_name, 'parent_run_id': parent.info.run_id,
                'table': [asdict(c) for c in cells], 'trials': [asdict(t) for t in trials]}
     if as_json:
-        print(json.dumps(summary, indent=2))
+        print(strict_json.dumps(summary, indent=2))
     else:
         print(format_table(cells, f'{sweep_name}: val mIoU (%) mean +- std over seeds, '
                                   f'{len(trials)} trial(s), parent run {parent.info.run_id}'))
@@ -190,8 +191,9 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     args = parser.parse_args(argv)
     tracking_uri = args.tracking_uri or default_tracking_uri(DEFAULT_STORAGE_PATH)
     try:
+        check_tracking_uri(tracking_uri, create=False, key='--tracking-uri')
         return report(args.name, tracking_uri, args.out, args.json)
-    except LookupError as error:
+    except (LookupError, InvalidSetting) as error:
         parser.exit(2, f'error: {error}\n')
 
 

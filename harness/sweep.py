@@ -4,17 +4,25 @@
     python -m harness.sweep experiments/ssss_fractions.yaml --address auto   # a `ray start` cluster
     python -m harness.sweep experiments/quickstart.yaml --resume        # continue after a crash
 
-The sweep file (see :mod:`harness.sweep_config`) is validated, every trial spec of its grid is
-built and its stage keys and dataset are checked before Ray starts. Then a Ray Tune ``Tuner`` runs
-:func:`tune_trial` per point of the search space; it fits a ``TorchTrainer`` whose workers run
-:func:`train_func`: :func:`harness.trial.run_trial` inside Ray Train's process group (gloo on CPU,
-NCCL on GPU), reporting each stage-2 validation to Tune and everything to MLflow.
+The sweep file (see :mod:`harness.sweep_config`) is validated and every trial of its grid is
+checked (configs, data, splits, where the results go, the resources against the machines that
+will run it) before anything is written. Ray is started (or the cluster reached) next, and only
+then the sweep's folder and MLflow parent run are created: a start that fails leaves nothing
+behind. Then a Ray Tune ``Tuner`` runs :func:`tune_trial` per point of the search space; it fits a
+``TorchTrainer`` whose workers run :func:`train_func`: :func:`harness.trial.run_trial` inside Ray
+Train's process group (gloo on CPU, NCCL on GPU), reporting each stage-2 validation to Tune and
+everything to MLflow.
+
+The console shows Tune's status table and one line per trial event (:class:`TrialEvents`); each
+worker's output (MMEngine's config dumps, per-iteration logs, warnings, tracebacks) goes to
+``trials/<trial id>/worker-<rank>.log`` instead (``--verbose`` sends it to the console too).
 
 Everything lives under ``<storage_path>/<name>/`` (shared storage on a multi-node cluster):
 
     <Tune's experiment state and trial folders>
     sweep.json          the sweep file as started and its MLflow parent run (for --resume)
     trials/<trial id>/  each trial's work dir: a restarted worker resumes from its checkpoints
+    trials/<trial id>/worker-<rank>.log   everything a worker printed
     stage1/<hash>/      stage-1 runs, shared by the trials with the same stage-1 config
     train/<trial id>/   each trial's Ray Train run (its reported checkpoints)
 """
@@ -29,12 +37,13 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-from harness.sweep_config import SweepConfig, SweepConfigError, check_trials, load_sweep
+from harness.sweep_config import (TRAINABLE_CPUS, SweepConfig, SweepConfigError, check_resources,
+                                  check_trials, load_sweep)
+from harness.validation import InvalidSetting, check_tracking_uri
 
-# The Tune trial only drives its TorchTrainer; the CPUs belong to the Train workers. A non-zero
-# request keeps Tune from launching every trial at once.
-TRAINABLE_CPUS = 0.01
 TUNE_METRIC = 'val/mIoU'
+RAY_CONNECT_TIMEOUT_S = 5.0
+FINAL_RESULT_KEY = 'time/stage2_s'  # only the last report of a trial (run_trial's result) has it
 
 
 def train_func(config: Dict[str, Any]) -> None:
@@ -54,10 +63,12 @@ def train_func(config: Dict[str, Any]) -> None:
     os.chdir(config['working_dir'])
     context = ray.train.get_context()
     rank = context.get_world_rank()
+    work_dir = Path(config['work_dir'])
+    if not config['verbose']:
+        _send_output_to(worker_log(work_dir, rank))
     # MMEngine (launcher='pytorch') reads these; the process group itself is Ray Train's.
     os.environ.update(LOCAL_RANK=str(context.get_local_rank()), RANK=str(rank),
                       WORLD_SIZE=str(context.get_world_size()))
-    work_dir = Path(config['work_dir'])
     _record_worker(work_dir, rank)
     spec = TrialSpec.from_mapping(config['spec']).with_overrides(config['overrides'])
     run = None
@@ -86,6 +97,23 @@ def train_func(config: Dict[str, Any]) -> None:
     _report_with_checkpoint(result, work_dir, rank)
     if run is not None:
         run.finish()
+
+
+def worker_log(work_dir: Path, rank: int) -> Path:
+    """Where a trial's worker of ``rank`` writes its output: ``<work_dir>/worker-<rank>.log``."""
+    return Path(work_dir) / f'worker-{rank}.log'
+
+
+def _send_output_to(path: Path) -> None:
+    """Points this process's stdout and stderr (file descriptors 1 and 2, so that MMEngine's
+    logger, warnings, C++ messages and tracebacks all follow) at ``path``, appending."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    log = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
 
 
 def _report_with_checkpoint(metrics: Dict[str, Any], work_dir: Path, rank: int) -> None:
@@ -118,7 +146,8 @@ def _record_worker(work_dir: Path, rank: int) -> None:
         handle.write(line + '\n')
 
 
-def tune_trial(config: Dict[str, Any], sweep: SweepConfig, tracking: Dict[str, str]) -> None:
+def tune_trial(config: Dict[str, Any], sweep: SweepConfig, tracking: Dict[str, str],
+               verbose: bool) -> None:
     """Tune's function trainable: fits one TorchTrainer for the overrides ``config``.
 
     The Train run is named after the Tune trial id and its work dir is
@@ -136,9 +165,9 @@ def tune_trial(config: Dict[str, Any], sweep: SweepConfig, tracking: Dict[str, s
         train_func,
         train_loop_config={
             'spec': sweep.spec, 'overrides': config, 'trial_id': trial_id,
-            'work_dir': str(sweep.experiment_dir / 'trials' / trial_id),
+            'work_dir': str(trial_dir(sweep, trial_id)),
             'stage1_cache': str(sweep.experiment_dir / 'stage1'), 'tracking': tracking,
-            'working_dir': sweep.working_dir},
+            'working_dir': sweep.working_dir, 'verbose': verbose},
         scaling_config=ScalingConfig(
             num_workers=resources.num_workers, use_gpu=use_gpu,
             resources_per_worker={'CPU': resources.cpus_per_worker,
@@ -150,6 +179,11 @@ def tune_trial(config: Dict[str, Any], sweep: SweepConfig, tracking: Dict[str, s
             checkpoint_config=CheckpointConfig(num_to_keep=1),
             callbacks=[TuneReportCallback()]))
     trainer.fit()
+
+
+def trial_dir(sweep: SweepConfig, trial_id: str) -> Path:
+    """A trial's work dir: ``<storage_path>/<name>/trials/<trial id>``."""
+    return sweep.experiment_dir / 'trials' / trial_id
 
 
 def param_space(sweep: SweepConfig) -> Dict[str, Any]:
@@ -180,18 +214,84 @@ def scheduler(sweep: SweepConfig) -> Any:
                          reduction_factor=settings.reduction_factor)
 
 
-def start_ray(sweep: SweepConfig) -> None:
-    """Starts a local Ray (with its dashboard) or joins ``ray.address``; prints how to reach it."""
+class TrialEvents:
+    """A Tune ``Callback`` that prints one line per trial event: started, each stage-2 validation
+    with its mIoU, finished, failed (with the trial's log).
+
+    Built by :func:`trial_events` (so that importing this module does not import Ray). Tune keeps
+    it with the experiment's state, so a restored sweep prints the same lines.
+    """
+
+    def __init__(self, sweep: SweepConfig) -> None:
+        self.sweep = sweep
+        self.axes = [*sweep.search_space, *(['seed'] if sweep.seeds is not None else [])]
+
+    def on_trial_start(self, iteration: int, trials: List[Any], trial: Any, **info: Any) -> None:
+        point = ', '.join(f'{key}={trial.config.get(key)}' for key in self.axes)
+        print(f'[{trial.trial_id}] started: {point or "(no search axes)"}', flush=True)
+
+    def on_trial_result(self, iteration: int, trials: List[Any], trial: Any, result: Dict,
+                        **info: Any) -> None:
+        if TUNE_METRIC in result and FINAL_RESULT_KEY not in result:
+            print(f'[{trial.trial_id}] stage-2 validation at iteration {result.get("val/iter")}: '
+                  f'val/mIoU {result[TUNE_METRIC]:.2f}', flush=True)
+
+    def on_trial_complete(self, iteration: int, trials: List[Any], trial: Any,
+                          **info: Any) -> None:
+        miou = (trial.last_result or {}).get(TUNE_METRIC)
+        shown = f'{miou:.2f}' if isinstance(miou, (int, float)) else 'n/a'
+        print(f'[{trial.trial_id}] finished: val/mIoU {shown}; work dir '
+              f'{trial_dir(self.sweep, trial.trial_id)}', flush=True)
+
+    def on_trial_error(self, iteration: int, trials: List[Any], trial: Any, **info: Any) -> None:
+        print(f'[{trial.trial_id}] FAILED: {failure_summary(self.sweep, trial.trial_id)}',
+              flush=True)
+
+
+def trial_events(sweep: SweepConfig) -> Any:
+    """A :class:`TrialEvents` that is a ``ray.tune.Callback``."""
+    from ray.tune import Callback
+
+    return type('TrialEventsCallback', (TrialEvents, Callback), {})(sweep)
+
+
+def failure_summary(sweep: SweepConfig, trial_id: str) -> str:
+    """The exception of a failed trial (last line of Tune's ``error.txt``) and its worker log."""
+    error_file = sweep.experiment_dir / trial_id / 'error.txt'
+    lines = error_file.read_text().strip().splitlines() if error_file.is_file() else []
+    error = lines[-1] if lines else 'the trial raised an error'
+    return f'{error}; log: {worker_log(trial_dir(sweep, trial_id), 0)}'
+
+
+def trial_folder_name(trial: Any) -> str:
+    """Tune's folder of a trial is named by its id, as its work dir under ``trials/`` is."""
+    return trial.trial_id
+
+
+def start_ray(sweep: SweepConfig, verbose: bool) -> None:
+    """Starts a local Ray (with its dashboard) or joins ``ray.address``; prints how to reach it.
+
+    A busy dashboard port or a cluster that does not answer within
+    :data:`RAY_CONNECT_TIMEOUT_S` seconds is a :class:`SweepConfigError`, not a hang.
+    """
     import ray
 
     started = time.perf_counter()
     settings = sweep.ray
-    if settings.address:
-        context = ray.init(address=settings.address)
-    else:
-        context = ray.init(include_dashboard=settings.include_dashboard,
-                           dashboard_host=settings.dashboard_host,
-                           dashboard_port=settings.dashboard_port)
+    try:
+        if settings.address:
+            _check_reachable(sweep)
+            context = ray.init(address=settings.address, log_to_driver=verbose)
+        else:
+            if settings.include_dashboard:
+                _check_port_free(sweep)
+            context = ray.init(include_dashboard=settings.include_dashboard,
+                               dashboard_host=settings.dashboard_host,
+                               dashboard_port=settings.dashboard_port, log_to_driver=verbose)
+    except (ConnectionError, ValueError, RuntimeError) as error:
+        raise SweepConfigError(f'{sweep.source}: Ray did not start'
+                               f'{" at " + settings.address if settings.address else ""}: '
+                               f'{error}') from error
     print(f'Ray {"joined at " + settings.address if settings.address else "started"} in '
           f'{time.perf_counter() - started:.1f} s; resources: {ray.cluster_resources()}')
     if context.dashboard_url:
@@ -203,14 +303,54 @@ def start_ray(sweep: SweepConfig) -> None:
                   'API clients send the header "Authorization: Bearer <token>".')
 
 
-def open_tracking(sweep: SweepConfig, resume: bool) -> Dict[str, str]:
-    """The sweep's MLflow parent run: created for a new sweep, found again by ``--resume``.
+def _check_port_free(sweep: SweepConfig) -> None:
+    """The local dashboard's port must be free (Ray would fail with a bare ``ValueError``)."""
+    host, port = sweep.ray.dashboard_host, sweep.ray.dashboard_port
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise SweepConfigError(
+                f'{sweep.source}: ray.dashboard_port {port}: {host}:{port} is in use '
+                f'({error.strerror}), probably by another Ray: stop it (ray stop), join it with '
+                '--address auto, or set ray.dashboard_port to a free port') from error
 
-    ``<experiment>/sweep.json`` keeps the sweep file as started and the parent run, so a resumed
-    sweep logs into the same runs and refuses a sweep file that changed meanwhile.
-    """
-    from harness.tracking import TrackingTarget, set_sweep_status, start_sweep_run
 
+def _check_reachable(sweep: SweepConfig) -> None:
+    """The cluster at ``ray.address`` answers on its port (``ray.init`` would retry for long)."""
+    from ray._private.services import canonicalize_bootstrap_address_or_die
+
+    address = sweep.ray.address
+    try:
+        target = address.split('://', 1)[1] if '://' in address else \
+            canonicalize_bootstrap_address_or_die(address)
+        host, port = target.rsplit(':', 1)
+        socket.create_connection((host, int(port)), timeout=RAY_CONNECT_TIMEOUT_S).close()
+    except (ConnectionError, OSError, ValueError) as error:
+        raise SweepConfigError(
+            f'{sweep.source}: ray.address {address!r}: no Ray cluster answered within '
+            f'{RAY_CONNECT_TIMEOUT_S:g} s ({error}). Start one (ray start --head on the head '
+            'node) or give its address as host:port') from error
+
+
+def cluster_nodes() -> List[Dict[str, float]]:
+    """``CPU`` and ``GPU`` of every live node of the Ray cluster this process is connected to."""
+    import ray
+
+    return [{name: float(node['Resources'].get(name, 0.0)) for name in ('CPU', 'GPU')}
+            for node in ray.nodes() if node.get('Alive')]
+
+
+def local_machine() -> List[Dict[str, float]]:
+    """This machine as the one node of a local Ray: its CPUs and CUDA GPUs."""
+    import torch
+
+    return [{'CPU': float(os.cpu_count() or 1), 'GPU': float(torch.cuda.device_count())}]
+
+
+def check_sweep_folder(sweep: SweepConfig, resume: bool) -> None:
+    """A new sweep needs a new folder; ``--resume`` needs the sweep file it started with."""
     state_file = sweep.experiment_dir / 'sweep.json'
     if state_file.is_file():
         if not resume:
@@ -224,12 +364,24 @@ def open_tracking(sweep: SweepConfig, resume: bool) -> Dict[str, str]:
             raise SweepConfigError(
                 f'{sweep.source} changed since sweep {sweep.name!r} started (keys {changed}); '
                 f'resume with the file as it was (stored in {state_file}) or use another name')
-        target = TrackingTarget(**state['tracking'])
-        set_sweep_status(target, 'RUNNING')
-        return target.to_dict()
-    if resume:
+    elif resume:
         raise SweepConfigError(f'nothing to resume: no sweep {sweep.name!r} in '
                                f'{sweep.experiment_dir}')
+
+
+def open_tracking(sweep: SweepConfig, resume: bool) -> Dict[str, str]:
+    """The sweep's MLflow parent run: created for a new sweep, found again by ``--resume``.
+
+    ``<experiment>/sweep.json`` keeps the sweep file as started and the parent run, so a resumed
+    sweep logs into the same runs (:func:`check_sweep_folder` has compared the file).
+    """
+    from harness.tracking import TrackingTarget, set_sweep_status, start_sweep_run
+
+    state_file = sweep.experiment_dir / 'sweep.json'
+    if resume:
+        target = TrackingTarget(**json.loads(state_file.read_text())['tracking'])
+        set_sweep_status(target, 'RUNNING')
+        return target.to_dict()
     sweep.experiment_dir.mkdir(parents=True, exist_ok=True)
     target = start_sweep_run(sweep.tracking_uri, sweep.experiment_name, sweep.name,
                              params=sweep.raw, artifacts=[Path(sweep.source)])
@@ -253,16 +405,16 @@ def max_concurrent_trials(sweep: SweepConfig) -> int:
     return max(fits, 1)
 
 
-def run_sweep(sweep: SweepConfig, resume: bool = False) -> Any:
-    """Runs (or resumes) the sweep; returns Tune's ``ResultGrid``."""
+def run_sweep(sweep: SweepConfig, resume: bool = False, verbose: bool = False) -> Any:
+    """Runs (or resumes) the sweep on the Ray that :func:`start_ray` reached; returns Tune's
+    ``ResultGrid``."""
     from ray import tune
 
     from harness.tracking import TrackingTarget, set_sweep_status
 
     tracking = open_tracking(sweep, resume)
-    start_ray(sweep)
     trainable = tune.with_resources(
-        tune.with_parameters(tune_trial, sweep=sweep, tracking=tracking),
+        tune.with_parameters(tune_trial, sweep=sweep, tracking=tracking, verbose=verbose),
         {'CPU': TRAINABLE_CPUS})
     if resume and tune.Tuner.can_restore(str(sweep.experiment_dir)):
         tuner = tune.Tuner.restore(str(sweep.experiment_dir), trainable=trainable,
@@ -277,21 +429,29 @@ def run_sweep(sweep: SweepConfig, resume: bool = False) -> Any:
                 max_concurrent_trials=max_concurrent_trials(sweep),
                 # A trial's driver process has imported Ray Train and torch (~10 s on 2 cores):
                 # the next trial reuses it.
-                reuse_actors=True),
-            run_config=tune.RunConfig(name=sweep.name, storage_path=sweep.storage_path))
+                reuse_actors=True, trial_dirname_creator=trial_folder_name),
+            run_config=tune.RunConfig(name=sweep.name, storage_path=sweep.storage_path,
+                                      callbacks=[trial_events(sweep)]))
     results = tuner.fit()
     done, failed = results.num_terminated, results.num_errors
     print(f'{done} of {len(results)} trial(s) finished, {failed} failed.')
     if done + failed == len(results):
         set_sweep_status(TrackingTarget(**tracking), 'FAILED' if failed else 'FINISHED')
-    if done < len(results):  # interrupted, or failed: --resume retries errored trials too
-        print(f'Continue with: python -m harness.sweep {sweep.source} --resume '
-              f'--storage-path {sweep.storage_path}')
+    for result in results:
+        if result.error is not None:
+            print(f'  {Path(result.path).name}: {failure_summary(sweep, Path(result.path).name)}')
+    again = f'python -m harness.sweep {sweep.source} --resume --storage-path {sweep.storage_path}'
+    if failed:
+        print(f'Fix what made them fail (their logs say), then `{again}` runs the failed trials '
+              'again; finished trials are kept.')
+    elif done < len(results):
+        print(f'Interrupted: `{again}` continues; finished trials are kept.')
     return results
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """The command line; returns the exit status (0: every trial finished)."""
+    """The command line; returns the exit status (0: every trial finished, 1: some did not,
+    2: the sweep could not start, with one line naming the setting)."""
     parser = argparse.ArgumentParser(description='Run a Ray Tune sweep of EPS++ trials.')
     parser.add_argument('sweep_file', help='sweep YAML (see harness/sweep_config.py)')
     parser.add_argument('--resume', action='store_true',
@@ -301,18 +461,34 @@ def main(argv: Optional[List[str]] = None) -> int:
                         "overrides ray.address of the file")
     parser.add_argument('--storage-path', help='overrides storage_path of the file')
     parser.add_argument('--check', action='store_true',
-                        help='validate the sweep file and its trials, then exit')
+                        help='validate the sweep file, its trials and the resources, then exit')
+    parser.add_argument('--verbose', action='store_true',
+                        help="also print every worker's output (MMEngine logs) on the console; "
+                        'it always goes to trials/<trial id>/worker-<rank>.log')
     args = parser.parse_args(argv)
     try:
         sweep = load_sweep(args.sweep_file, storage_path=args.storage_path, address=args.address)
         points = check_trials(sweep)
-        print(f'{sweep.source}: {points} grid point(s) x num_samples {sweep.num_samples}, '
-              f'{sweep.resources.num_workers} worker(s) per trial: checked. Output: '
-              f'{sweep.experiment_dir}; MLflow: {sweep.tracking_uri}')
+        if sweep.mlflow.tracking_uri is not None:
+            check_tracking_uri(sweep.mlflow.tracking_uri, create=True)
+        check_sweep_folder(sweep, args.resume)
+        if not sweep.ray.address:
+            check_resources(sweep, local_machine(), 'this machine')
         if args.check:
+            if sweep.ray.address:
+                start_ray(sweep, verbose=False)
+                check_resources(sweep, cluster_nodes(), f'the cluster at {sweep.ray.address}')
+            print(f'{sweep.source}: {points} grid point(s) x num_samples {sweep.num_samples}, '
+                  f'{sweep.resources.num_workers} worker(s) per trial: checked. Output: '
+                  f'{sweep.experiment_dir}; MLflow: {sweep.tracking_uri}')
             return 0
-        results = run_sweep(sweep, resume=args.resume)
-    except SweepConfigError as error:
+        start_ray(sweep, args.verbose)
+        check_resources(sweep, cluster_nodes(), f'the Ray cluster ({sweep.ray.address or "local"})')
+        print(f'{sweep.source}: {points} grid point(s) x num_samples {sweep.num_samples}; output: '
+              f'{sweep.experiment_dir}; MLflow: {sweep.tracking_uri}; worker logs: '
+              f'{sweep.experiment_dir / "trials"}/<trial id>/worker-<rank>.log')
+        results = run_sweep(sweep, resume=args.resume, verbose=args.verbose)
+    except InvalidSetting as error:
         parser.exit(2, f'error: {error}\n')
     from harness.report import report
     report(sweep.name, sweep.tracking_uri, sweep.experiment_dir / 'miou.png')

@@ -20,10 +20,13 @@ A sweep file names a set of EPS++ trials the way a Ray Tune user writes a ``para
     ray: {address: '', dashboard_host: 127.0.0.1, dashboard_port: 8265, include_dashboard: true}
     failure: {max_failures: 1}
 
-:func:`load_sweep` reads and type-checks the file; :func:`check_trials` then builds the
-:class:`~harness.trial.TrialSpec` of every grid point (both bounds of continuous axes), checks that
-every ``stageN.<key>`` exists in its MMEngine config and that the stage-1 dataset is there. Every
-error is a :class:`SweepConfigError` naming the file, the key, the value and the valid choices.
+:func:`load_sweep` reads and type-checks the file (a key given twice is an error, not "the last
+one wins"); :func:`check_trials` then builds the :class:`~harness.spec.TrialSpec` of every grid
+point (both bounds of continuous axes) and hands them to :func:`harness.validation.check_trials`
+(stage keys and value types, data, split files, settings the trials would ignore, identical
+trials); :func:`check_resources` compares what a trial asks for with the machines that will run
+it. Every error is a :class:`SweepConfigError` naming the file, the key, the value and the valid
+choices.
 """
 import dataclasses
 import itertools
@@ -34,10 +37,17 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 import yaml
 
+from harness.spec import SEED_LIMIT, SHORT_NAMES, STAGES, TrialSpec, canonical_keys, spec_keys
 from harness.tracking import default_tracking_uri
+from harness.validation import (InvalidSetting, check_storage_path, check_tracking_uri,
+                                message_of)
+from harness.validation import check_trials as check_trial_specs
 
 DISTRIBUTIONS = ('grid_search', 'choice', 'uniform', 'loguniform')
 SCHEDULERS = ('fifo', 'asha')
+# The Tune trial only drives its TorchTrainer; the CPUs belong to the Train workers. A non-zero
+# request keeps Tune from launching every trial at once.
+TRAINABLE_CPUS = 0.01
 DEFAULT_STORAGE_PATH = 'outputs/sweeps'
 # TrialSpec keys holding paths: resolved against the driver's working directory before they
 # travel to Ray workers, which run elsewhere.
@@ -46,8 +56,24 @@ SWEEP_KEYS = ('name', 'search_space', 'overrides', 'seeds', 'num_samples', 'reso
               'max_concurrent_trials', 'scheduler', 'storage_path', 'mlflow', 'ray', 'failure')
 
 
-class SweepConfigError(ValueError):
+class SweepConfigError(InvalidSetting):
     """A sweep file that cannot run; the message names the file, key, value and valid choices."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a mapping with a key given twice (YAML itself keeps the
+    last value silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> Dict[Any, Any]:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f'key {key!r} is given twice in one mapping (keep one)',
+                    key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 @dataclass(frozen=True)
@@ -186,9 +212,12 @@ def load_sweep(path: Union[str, Path], storage_path: Optional[str] = None,
     if not path.is_file():
         raise SweepConfigError(f'sweep file {path} not found')
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as error:
-        raise SweepConfigError(f'{path} is not valid YAML: {error}') from error
+        mark = getattr(error, 'problem_mark', None)
+        where = f' (line {mark.line + 1}, column {mark.column + 1})' if mark else ''
+        problem = getattr(error, 'problem', None) or str(error).splitlines()[0]
+        raise SweepConfigError(f'{path} is not valid YAML{where}: {problem}') from error
     if not isinstance(raw, dict):
         raise SweepConfigError(f'{path}: the top level must be a mapping of keys, got '
                                f'{type(raw).__name__}')
@@ -198,16 +227,14 @@ def load_sweep(path: Union[str, Path], storage_path: Optional[str] = None,
 def parse_sweep(raw: Mapping[str, Any], source: str, storage_path: Optional[str] = None,
                 address: Optional[str] = None) -> SweepConfig:
     """Builds a :class:`SweepConfig` from the mapping of a sweep file (see :func:`load_sweep`)."""
-    from harness.trial import SHORT_NAMES, TrialSpec  # torch/mmengine: only once a file is read
-
-    spec_keys = [f.name for f in dataclasses.fields(TrialSpec)]
+    valid_spec_keys = spec_keys()
     raw = dict(raw)
-    unknown = [key for key in raw if key not in SWEEP_KEYS and key not in spec_keys
+    unknown = [key for key in raw if key not in SWEEP_KEYS and key not in valid_spec_keys
                and key not in SHORT_NAMES]
     if unknown:
         raise SweepConfigError(
             f'{source}: unknown key(s) {unknown}; valid keys: sweep settings {list(SWEEP_KEYS)} '
-            f'and fixed trial values {spec_keys} (short names {list(SHORT_NAMES)})')
+            f'and fixed trial values {valid_spec_keys} (short names {list(SHORT_NAMES)})')
 
     if 'name' not in raw:
         raise SweepConfigError(f'{source}: name is missing; every sweep needs one (it names the '
@@ -220,7 +247,7 @@ def parse_sweep(raw: Mapping[str, Any], source: str, storage_path: Optional[str]
     spec = {f.name: f.default for f in dataclasses.fields(TrialSpec)
             if f.name in PATH_KEYS and isinstance(f.default, str)}
     spec.update((SHORT_NAMES.get(key, key), value) for key, value in raw.items()
-                if key in spec_keys or key in SHORT_NAMES)
+                if key in valid_spec_keys or key in SHORT_NAMES)
     spec = {key: _absolute_if_path(key, value) for key, value in spec.items()}
     search_space = _search_space(raw.get('search_space', {}), source)
     overrides = {key: _absolute_if_path(key, value) for key, value in
@@ -233,6 +260,11 @@ def parse_sweep(raw: Mapping[str, Any], source: str, storage_path: Optional[str]
 
     num_samples = _typed(raw.get('num_samples', 1), int, source, 'num_samples')
     _require(num_samples >= 1, source, 'num_samples', num_samples, 'an integer >= 1')
+    sampled = [key for key, (distribution, _) in search_space.items()
+               if distribution != 'grid_search']
+    _require(num_samples == 1 or sampled, source, 'num_samples', num_samples,
+             '1 for a sweep without choice / uniform / loguniform axes: every repeat of a grid '
+             'point would train the same trial (for repeats, use seeds: [0, 1, ...])')
     max_concurrent = _typed(raw.get('max_concurrent_trials'), Optional[int], source,
                             'max_concurrent_trials')
     _require(max_concurrent is None or max_concurrent >= 1, source, 'max_concurrent_trials',
@@ -245,6 +277,9 @@ def parse_sweep(raw: Mapping[str, Any], source: str, storage_path: Optional[str]
              resources.cpus_per_worker, 'a number > 0')
     _require(resources.gpus_per_worker >= 0, source, 'resources.gpus_per_worker',
              resources.gpus_per_worker, 'a number >= 0')
+    _require(resources.gpus_per_worker <= 1 or resources.gpus_per_worker.is_integer(), source,
+             'resources.gpus_per_worker', resources.gpus_per_worker,
+             'a fraction of one GPU (0.25 shares a GPU between 4 workers) or a whole number')
 
     scheduler = _scheduler(raw.get('scheduler', 'fifo'), source)
     failure = _section(FailureSettings, raw.get('failure'), source, 'failure')
@@ -260,6 +295,10 @@ def parse_sweep(raw: Mapping[str, Any], source: str, storage_path: Optional[str]
                                      'storage_path')
     _require('://' not in storage, source, 'storage_path', storage,
              'a folder path (shared by all nodes, e.g. NFS): trials keep their work dirs there')
+    try:
+        check_storage_path(storage)
+    except InvalidSetting as error:
+        raise SweepConfigError(f'{source}: {error}') from error
     return SweepConfig(
         name=name, source=source, spec=spec, search_space=search_space, overrides=overrides,
         seeds=seeds, num_samples=num_samples, resources=resources,
@@ -290,69 +329,78 @@ def grid_points(sweep: SweepConfig) -> Iterator[Dict[str, Any]]:
 
 
 def check_trials(sweep: SweepConfig) -> int:
-    """Builds every grid point's TrialSpec and checks its stage keys and dataset; returns the
-    number of grid points.
+    """Builds every grid point's TrialSpec and checks them all (see
+    :func:`harness.validation.check_trials`); returns the number of grid points.
 
     The bundled dataset is generated here when absent (once, before trials race for it).
 
     Raises:
         SweepConfigError: naming the grid point and what is wrong with it.
     """
-    from harness.trial import TrialSpec
-
     try:
         base = TrialSpec.from_mapping(sweep.spec, source=sweep.source)
     except (KeyError, ValueError, FileNotFoundError) as error:
-        raise SweepConfigError(f'{sweep.source}: fixed trial values: {_message(error)}') from error
-    specs = []
+        raise SweepConfigError(f'{sweep.source}: fixed trial values: {message_of(error)}') \
+            from error
+    specs, labels = [], []
     for point in grid_points(sweep):
+        label = f'the trial with overrides {point}'
         try:
             specs.append(base.with_overrides(point))
         except (KeyError, ValueError, FileNotFoundError) as error:
-            raise SweepConfigError(f'{sweep.source}: the trial with overrides {point} is '
-                                   f'invalid: {_message(error)}') from error
-    _check_stage_keys(specs, sweep.source)
-    for stage1_config, data_root in sorted({(s.stage1_config, s.data_root) for s in specs},
-                                           key=str):
-        _check_dataset(stage1_config, data_root, sweep.source)
+            raise SweepConfigError(f'{sweep.source}: {label} is invalid: {message_of(error)}') \
+                from error
+        labels.append(label)
+    if any(spec.amp for spec in specs) and sweep.resources.gpus_per_worker == 0:
+        raise SweepConfigError(f'{sweep.source}: amp is true, but resources.gpus_per_worker is '
+                               '0: mixed precision runs on GPUs only; give the workers GPUs or '
+                               'set amp: false')
+    try:
+        check_trial_specs(specs, explicit_keys(sweep), sweep.source, labels)
+    except InvalidSetting as error:
+        raise SweepConfigError(str(error)) from error
     return len(specs)
 
 
-def _check_stage_keys(specs: List[Any], source: str) -> None:
-    """Every ``stageN.<key>`` of every spec must exist in that spec's stage-N config."""
-    from mmengine.config import Config
-
-    from harness.overrides import check_keys_exist
-
-    keys_by_config: Dict[Tuple[str, str], set] = {}
-    for spec in specs:
-        for stage in ('stage1', 'stage2'):
-            keys = keys_by_config.setdefault((stage, getattr(spec, f'{stage}_config')), set())
-            keys.update(getattr(spec, stage))
-    for (stage, config), keys in sorted(keys_by_config.items()):
-        try:
-            check_keys_exist(Config.fromfile(config), dict.fromkeys(sorted(keys)), config)
-        except KeyError as error:
-            raise SweepConfigError(f'{source}: {stage} override: {_message(error)}') from error
+def explicit_keys(sweep: SweepConfig) -> List[str]:
+    """The TrialSpec keys (canonical names) that the sweep file sets: fixed values, search-space
+    axes, overrides and seeds; ``stageN.<key>`` config keys are not spec keys."""
+    keys = [key for key in sweep.raw if key not in SWEEP_KEYS]
+    keys += [key for key in [*sweep.search_space, *sweep.overrides]
+             if key.partition('.')[0] not in STAGES]
+    keys += ['seed'] if sweep.seeds is not None else []
+    return sorted(canonical_keys(dict.fromkeys(keys), sweep.source))
 
 
-def _check_dataset(stage1_config: str, data_root: Optional[str], source: str) -> None:
-    """The stage-1 dataset folder must exist; the bundled one is generated instead."""
-    from mmengine.config import Config
+def check_resources(sweep: SweepConfig, nodes: List[Dict[str, float]], where: str) -> None:
+    """A trial's worker group must fit the machines that will run it.
 
-    from harness.data import synthetic
+    Args:
+        sweep: The sweep (its ``resources``).
+        nodes: The ``CPU`` and ``GPU`` counts of each node of the cluster (one entry for the local
+            machine when Ray is not started yet).
+        where: How to name those machines in the message (``'this machine'``, the address).
 
-    cfg = Config.fromfile(stage1_config)
-    root = Path(data_root or cfg.data_root).resolve()
-    if root.exists():
-        return
-    if cfg.get('dataset_type') == 'SyntheticShapesDataset':
-        synthetic.ensure_dataset(root)
-        return
-    from harness.eps.datasets import VOC_LAYOUT
-    raise SweepConfigError(
-        f'{source}: dataset folder {root} (data_root of {stage1_config}) not found. Put the '
-        f'dataset there or set data_root in the sweep file. Expected layout: {VOC_LAYOUT}')
+    Raises:
+        SweepConfigError: naming the resource key, what it asks for and what there is.
+    """
+    resources = sweep.resources
+    wants = {'CPU': resources.cpus_per_worker, 'GPU': resources.gpus_per_worker}
+    keys = {'CPU': 'resources.cpus_per_worker', 'GPU': 'resources.gpus_per_worker'}
+    for name, amount in wants.items():
+        largest = max((node.get(name, 0.0) for node in nodes), default=0.0)
+        if amount > largest:
+            raise SweepConfigError(
+                f'{sweep.source}: {keys[name]}: {amount:g} {name}(s) per worker, but no node of '
+                f'{where} has that many (the largest has {largest:g}); Ray would leave the trials '
+                f'PENDING forever. Lower it or run on a cluster that has them (--address)')
+        total = sum(node.get(name, 0.0) for node in nodes)
+        needed = resources.num_workers * amount + (TRAINABLE_CPUS if name == 'CPU' else 0.0)
+        if needed > total:
+            raise SweepConfigError(
+                f'{sweep.source}: one trial needs resources.num_workers {resources.num_workers} x '
+                f'{keys[name].split(".")[1]} {amount:g} = {needed:g} {name}(s), but {where} has '
+                f'{total:g}; Ray would leave the trials PENDING forever')
 
 
 def _search_space(raw: Any, source: str) -> Dict[str, Tuple[str, List[Any]]]:
@@ -383,8 +431,11 @@ def _seeds(raw: Any, spec: Mapping[str, Any], search_space: Mapping[str, Any],
            overrides: Mapping[str, Any], source: str) -> Optional[List[int]]:
     if raw is None:
         return None
-    _require(isinstance(raw, list) and raw and all(_is_int(s) for s in raw), source, 'seeds',
-             raw, 'a non-empty list of integers, e.g. [0, 1, 2]')
+    _require(isinstance(raw, list) and raw and all(_is_int(s) and 0 <= s < SEED_LIMIT
+                                                   for s in raw), source, 'seeds',
+             raw, 'a non-empty list of integers in [0, 2**32), e.g. [0, 1, 2]')
+    _require(len(set(raw)) == len(raw), source, 'seeds', raw,
+             'distinct seeds (a repeated seed trains the same trial twice)')
     for where, keys in (('a fixed value', spec), ('search_space', search_space),
                         ('overrides', overrides)):
         if 'seed' in keys:
@@ -461,8 +512,3 @@ def _is_int(value: Any) -> bool:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _message(error: BaseException) -> str:
-    # KeyError's str() adds quotes around its message.
-    return error.args[0] if isinstance(error, KeyError) and error.args else str(error)

@@ -17,7 +17,6 @@ What a child run holds:
 - artifacts: the resolved stage configs, the split files and ``pseudo_masks.png`` (a grid of
   image | saliency | CAM | inconsistent region | pseudo-mask).
 """
-import json
 import numbers
 import subprocess
 import time
@@ -27,10 +26,12 @@ from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
 
+from harness import strict_json
+
 PARAM_VALUE_LIMIT = 500
 ROLE_TAG = 'eps_harness.role'  # 'sweep' on parent runs, 'trial' on child runs
 PARENT_TAG = 'mlflow.parentRunId'
-METRIC_PREFIXES = ('val/', 'pseudo/', 'stage1/', 'time/')
+METRIC_PREFIXES = ('val/', 'pseudo/', 'stage1/', 'ird/', 'time/')
 STEP_KEYS = ('val/iter', 'stage1/iter')
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -264,7 +265,7 @@ def _log_params(client: Any, run_id: str, params: Mapping[str, Any]) -> None:
 
 
 def _param_value(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    text = value if isinstance(value, str) else strict_json.dumps(value, default=str)
     return text[:PARAM_VALUE_LIMIT]
 
 

@@ -11,114 +11,42 @@ The last line printed is the result as JSON. Inside a torch.distributed process 
 someone else started (Ray Train), every rank calls :func:`run_trial` with the same arguments.
 """
 import argparse
-import dataclasses
 import fcntl
-import hashlib
 import json
 import os
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
 from mmengine.config import Config
 from mmengine.hooks import Hook
 
+from harness import strict_json
 from harness.data import splits, synthetic
 from harness.eps.checkpoints import trusted_checkpoint_loading
-from harness.overrides import apply_overrides, parse_assignments
+from harness.eps.ird_diagnostics import IRDDiagnosticsHook
+from harness.overrides import parse_assignments
+from harness.spec import SHORT_NAMES, STAGES, TASKS, TrialSpec, canonical_keys, digest_of
+from harness.stage_configs import labelled_split, stage1_config, stage2_config
+from harness.validation import InvalidSetting, check_amp, check_trials, message_of
 
+__all__ = ['TrialSpec', 'TASKS', 'SHORT_NAMES', 'run_trial', 'load_spec', 'main']
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-TASKS = ('wsss', 'ssss')
-SHORT_NAMES = {'fraction': 'labelled_fraction', 'threshold': 'saliency_threshold'}
+SPEC_FILE = 'spec.json'
 Report = Callable[[Dict[str, Any]], None]
 
 
-@dataclass
-class TrialSpec:
-    """What one trial runs. Paths are resolved against the current directory.
-
-    Attributes:
-        stage1_config: MMEngine config of the stage-1 network (``EPSClassifier``).
-        stage2_config: MMEngine config of the stage-2 segmentation network.
-        task: ``'wsss'`` (stage 2 on pseudo-masks only) or ``'ssss'`` (labelled fraction with
-            ground truth, pseudo-masks for the rest).
-        labelled_fraction: SSSS: fraction in (0, 1] of the training ids with ground truth
-            (``'1/8'`` or ``0.125``); 1 is fully supervised. Ignored for WSSS.
-        split_file: SSSS: a file of labelled ids (one per line) used instead of the fraction.
-        saliency_threshold: The IRD threshold of ``B()`` (stage 1 ``model.loss_sal.threshold``;
-            only meaningful when the stage-1 saliency loss is ``IRDLoss``).
-        seed: Seed of both stages and of the labelled subset.
-        data_root: Dataset folder for both stages (default: the configs' own ``data_root``).
-        stage1: MMEngine ``cfg-options`` for stage 1 (dotted keys that must exist).
-        stage2: MMEngine ``cfg-options`` for stage 2.
-    """
-
-    stage1_config: str = 'mm_configs/eps/epspp-ird_r18-tiny_1xb16-600i_shapes-64x64.py'
-    stage2_config: str = 'mm_configs/stage2/deeplabv3plus_r18-tiny_1xb16-600i_shapes-64x64.py'
-    task: str = 'ssss'
-    labelled_fraction: Any = 0.25
-    split_file: Optional[str] = None
-    saliency_threshold: float = 0.5
-    seed: int = 0
-    data_root: Optional[str] = None
-    stage1: Dict[str, Any] = field(default_factory=dict)
-    stage2: Dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise ValueError(f'task {self.task!r} is not one of {TASKS}')
-        self.labelled_fraction = splits.parse_fraction(self.labelled_fraction)
-        if not 0.0 < float(self.saliency_threshold) < 1.0:
-            raise ValueError(f'saliency_threshold {self.saliency_threshold!r} must lie in (0, 1)')
-        for name in ('stage1_config', 'stage2_config'):
-            if not Path(getattr(self, name)).is_file():
-                raise FileNotFoundError(f'{name} {getattr(self, name)} not found')
-
-    @classmethod
-    def from_mapping(cls, values: Mapping[str, Any], source: str = 'the trial') -> 'TrialSpec':
-        """Builds a spec from a dict; unknown keys raise ``KeyError`` with the valid ones."""
-        valid = [f.name for f in dataclasses.fields(cls)]
-        resolved = {}
-        for key, value in values.items():
-            name = SHORT_NAMES.get(key, key)
-            if name not in valid:
-                raise KeyError(f'unknown key {key!r} in {source}; valid keys: {valid} '
-                               f'(short names: {SHORT_NAMES})')
-            resolved[name] = value
-        return cls(**resolved)
-
-    def with_overrides(self, overrides: Mapping[str, Any]) -> 'TrialSpec':
-        """A copy with ``overrides`` applied: spec fields (or short names) and ``stageN.<key>``."""
-        values = dataclasses.asdict(self)
-        values['stage1'], values['stage2'] = dict(self.stage1), dict(self.stage2)
-        for key, value in overrides.items():
-            stage, _, option = key.partition('.')
-            if stage in ('stage1', 'stage2') and option:
-                values[stage][option] = value
-            else:
-                values[SHORT_NAMES.get(key, key)] = value
-        return TrialSpec.from_mapping(values, source='the overrides')
-
-    def resolved(self) -> 'TrialSpec':
-        """A copy whose paths are absolute (Ray workers run in other directories)."""
-        return dataclasses.replace(
-            self, stage1_config=_absolute(self.stage1_config),
-            stage2_config=_absolute(self.stage2_config), split_file=_absolute(self.split_file),
-            data_root=_absolute(self.data_root))
-
-    def short_id(self) -> str:
-        """A readable, unique name for the trial's work dir."""
-        digest = _digest(json.dumps(dataclasses.asdict(self), sort_keys=True, default=str))
-        fraction = f'-f{self.labelled_fraction:g}' if self.task == 'ssss' else ''
-        return f'{self.task}{fraction}-t{self.saliency_threshold:g}-s{self.seed}-{digest}'
+class WorkDirInUse(InvalidSetting):
+    """A trial folder that holds a trial of another spec (reusing it would mix two trials)."""
 
 
 class _MetricsRecorder(Hook):
-    """Keeps the metrics of the last validation and hands every validation to ``report``."""
+    """Keeps the metrics of the last validation and hands every validation to ``report``, and
+    every new measurement of an :class:`IRDDiagnosticsHook` (``ird/*``, step ``<prefix>/iter``).
+    """
 
     priority = 'VERY_LOW'
 
@@ -126,11 +54,31 @@ class _MetricsRecorder(Hook):
         self.prefix = prefix
         self.report = report
         self.metrics: Dict[str, float] = {}
+        self.reported_diagnostics: Optional[Dict[str, Any]] = None
 
     def after_val_epoch(self, runner, metrics: Optional[Dict[str, float]] = None) -> None:
-        self.metrics = {f'{self.prefix}/{k}': float(v) for k, v in (metrics or {}).items()}
+        # An IoU of a class absent from the split is NaN in mmseg: None ("no value") here.
+        self.metrics = strict_json.jsonable({f'{self.prefix}/{k}': float(v)
+                                             for k, v in (metrics or {}).items()})
         if self.report is not None:
             self.report({**self.metrics, f'{self.prefix}/iter': runner.iter})
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch: Any = None,
+                         outputs: Any = None) -> None:
+        self._report_diagnostics(runner)
+
+    def after_train(self, runner) -> None:
+        self._report_diagnostics(runner)
+
+    def _report_diagnostics(self, runner) -> None:
+        for hook in runner.hooks:
+            latest = getattr(hook, 'latest', None)
+            if isinstance(hook, IRDDiagnosticsHook) and latest and \
+                    latest is not self.reported_diagnostics:
+                self.reported_diagnostics = latest
+                if self.report is not None:
+                    metrics = {key: value for key, value in latest.items() if key != 'iter'}
+                    self.report({**metrics, f'{self.prefix}/iter': latest['iter']})
 
 
 def run_trial(spec: TrialSpec, work_dir: Path, stage1_cache: Optional[Path] = None,
@@ -139,10 +87,11 @@ def run_trial(spec: TrialSpec, work_dir: Path, stage1_cache: Optional[Path] = No
 
     Args:
         spec: What to run (paths resolved against the current directory).
-        work_dir: The trial's own folder. A finished trial (``result.json``) is not run again;
-            an interrupted one resumes from its last MMEngine checkpoint.
+        work_dir: The trial's own folder; it records the spec (``spec.json``). A finished trial
+            (``result.json``) of the same spec is not run again; an interrupted one resumes from
+            its last MMEngine checkpoint; a folder holding a trial of another spec is refused.
         stage1_cache: Folder of finished stage-1 runs, keyed by a hash of the resolved stage-1
-            config, shared by the trials of a sweep (default: ``<work_dir>/../stage1``).
+            config, shared by the trials of a sweep (default: ``<work_dir>/stage1``).
         report: Called with the metrics after every validation of either stage (Ray Train's
             report, in a sweep); every rank calls it equally often.
 
@@ -151,28 +100,33 @@ def run_trial(spec: TrialSpec, work_dir: Path, stage1_cache: Optional[Path] = No
         ``pseudo/IoU.<class>`` (pseudo-masks on the train split), ``stage1/mIoU`` (pseudo-masks
         on val), the task, labelled fraction, saliency threshold, seed, the resolved config and
         split files, and ``time/stage1_s`` / ``time/stage2_s`` (wall seconds; 0 when reused).
+        An IoU of a class absent from a split is None (``null`` in JSON).
+
+    Raises:
+        WorkDirInUse: ``work_dir`` holds a trial of another spec.
     """
     spec = spec.resolved()
     work_dir = Path(work_dir).resolve()
+    stage1_cache = Path(stage1_cache or work_dir / 'stage1').resolve()
+    _claim_work_dir(work_dir, spec)
     result_file = work_dir / 'result.json'
     if result_file.is_file():
         return json.loads(result_file.read_text())
-    work_dir.mkdir(parents=True, exist_ok=True)
-    stage1_cache = Path(stage1_cache or work_dir.parent / 'stage1').resolve()
 
-    stage1_cfg = _stage1_config(spec)
-    _ensure_bundled_dataset(stage1_cfg)
-    stage1_dir = stage1_cache / _digest(stage1_cfg.pretty_text)
+    cfg1 = stage1_config(spec)
+    if spec.data_root is None:
+        _ensure_bundled_dataset(cfg1)
+    stage1_dir = stage1_cache / digest_of(cfg1.pretty_text)
     started = time.perf_counter()
-    stage1_result = _run_stage1_once(stage1_cfg, stage1_dir, report)
+    stage1_result = _run_stage1_once(cfg1, stage1_dir, report)
     stage1_seconds = time.perf_counter() - started if not stage1_result['reused'] else 0.0
 
-    stage2_cfg = _stage2_config(spec, work_dir, stage1_dir / 'pseudo_masks')
+    cfg2 = _stage2_training_config(spec, work_dir, stage1_dir / 'pseudo_masks')
     started = time.perf_counter()
-    stage2_metrics = _run_stage(stage2_cfg, 'val', report)
+    stage2_metrics = _run_stage(cfg2, 'val', report)
     stage2_seconds = time.perf_counter() - started
 
-    result = {
+    result = strict_json.jsonable({
         **stage2_metrics,
         **stage1_result['metrics'],
         'task': spec.task,
@@ -186,37 +140,46 @@ def run_trial(spec: TrialSpec, work_dir: Path, stage1_cache: Optional[Path] = No
         'work_dir': str(work_dir),
         'time/stage1_s': round(stage1_seconds, 2),
         'time/stage2_s': round(stage2_seconds, 2),
-    }
+    })
     if _rank() == 0:
-        _write_atomically(result_file, json.dumps(result, indent=2))
+        _write_atomically(result_file, strict_json.dumps(result, indent=2))
     _barrier()
     return result
 
 
-def _stage1_config(spec: TrialSpec) -> Config:
-    cfg = Config.fromfile(spec.stage1_config)
-    apply_overrides(cfg, spec.stage1, source=spec.stage1_config)
-    _set_data_root(cfg, spec.data_root or _absolute(cfg.data_root))
-    loss_sal = cfg.model.get('loss_sal')
-    if loss_sal is not None and loss_sal.get('type') == 'IRDLoss':
-        loss_sal.threshold = float(spec.saliency_threshold)
-    cfg.randomness = dict(seed=spec.seed)
-    return cfg
+def check_work_dir(work_dir: Path, spec: TrialSpec) -> None:
+    """Raises :class:`WorkDirInUse` if ``work_dir`` holds a trial of a spec other than ``spec``
+    (``spec.json`` lists what differs), or trial output without a recorded spec."""
+    spec_file = Path(work_dir) / SPEC_FILE
+    wanted = json.loads(strict_json.dumps(spec.resolved().to_dict()))
+    if spec_file.is_file():
+        recorded = json.loads(spec_file.read_text())
+        differences = [f'{key}: {recorded.get(key)!r} there, {value!r} here'
+                       for key, value in wanted.items() if recorded.get(key) != value]
+        if differences:
+            raise WorkDirInUse(f'{work_dir} holds a trial of another spec '
+                               f'({"; ".join(differences)}): choose another work dir')
+    elif any((Path(work_dir) / name).exists() for name in ('result.json', 'stage2')):
+        raise WorkDirInUse(f'{work_dir} holds trial output but no {SPEC_FILE}, so whether it is '
+                           'this trial cannot be told: choose another work dir')
 
 
-def _stage2_config(spec: TrialSpec, work_dir: Path, pseudo_masks: Path) -> Config:
-    cfg = Config.fromfile(spec.stage2_config)
-    apply_overrides(cfg, spec.stage2, source=spec.stage2_config)
-    _set_data_root(cfg, spec.data_root or _absolute(cfg.data_root))
+def _claim_work_dir(work_dir: Path, spec: TrialSpec) -> None:
+    """Checks ``work_dir`` (see :func:`check_work_dir`) and records the spec there (rank 0)."""
+    check_work_dir(work_dir, spec)
+    if _rank() == 0 and not (work_dir / SPEC_FILE).is_file():
+        work_dir.mkdir(parents=True, exist_ok=True)
+        _write_atomically(work_dir / SPEC_FILE,
+                          strict_json.dumps(spec.resolved().to_dict(), indent=2))
+    _barrier()
+
+
+def _stage2_training_config(spec: TrialSpec, work_dir: Path, pseudo_masks: Path) -> Config:
+    """The stage-2 config of the trial with its split written to ``<work_dir>/splits``: the
+    labelled ids with their masks, the others with stage 1's pseudo-masks."""
+    cfg = stage2_config(spec)
+    labelled, unlabelled = labelled_split(spec, cfg)
     labelled_part, pseudo_part = cfg.labelled_dataset, cfg.pseudo_labelled_dataset
-    train_ids = splits.read_ids(Path(labelled_part.data_root) / labelled_part.ann_file)
-    if spec.task == 'wsss':
-        labelled, unlabelled = [], sorted(train_ids)
-    elif spec.split_file:
-        labelled, unlabelled = splits.split_from_file(train_ids, spec.split_file)
-    else:
-        labelled, unlabelled = splits.split_by_fraction(train_ids, spec.labelled_fraction,
-                                                        spec.seed)
     labelled_part.ann_file = str(splits.write_ids(work_dir / 'splits' / 'labeled.txt', labelled))
     pseudo_part.ann_file = str(splits.write_ids(work_dir / 'splits' / 'unlabeled.txt', unlabelled))
     if unlabelled and not pseudo_masks.is_dir():
@@ -225,7 +188,6 @@ def _stage2_config(spec: TrialSpec, work_dir: Path, pseudo_masks: Path) -> Confi
     pseudo_part.data_prefix.seg_map_path = str(pseudo_masks)
     parts = [part for part, ids in ((labelled_part, labelled), (pseudo_part, unlabelled)) if ids]
     cfg.train_dataloader.dataset = dict(type='ConcatDataset', datasets=parts)
-    cfg.randomness = dict(seed=spec.seed)
     cfg.work_dir = str(work_dir / 'stage2')
     if _rank() == 0:
         cfg.dump(str(work_dir / 'stage2_config.py'))
@@ -249,8 +211,11 @@ def _run_stage1_once(cfg: Config, stage1_dir: Path, report: Optional[Report]) ->
         metrics = _run_stage(cfg, 'stage1', report)
         if pseudo_metrics_file.is_file():
             metrics.update(json.loads(pseudo_metrics_file.read_text()))
+        diagnostics_file = stage1_dir / 'ird_diagnostics.json'
+        if diagnostics_file.is_file():
+            metrics.update(json.loads(diagnostics_file.read_text())['total'])
         if _rank() == 0:
-            _write_atomically(done_file, json.dumps(metrics, indent=2))
+            _write_atomically(done_file, strict_json.dumps(metrics, indent=2))
         _barrier()
     return {'metrics': metrics, 'reused': False}
 
@@ -270,23 +235,6 @@ def _run_stage(cfg: Config, prefix: str, report: Optional[Report]) -> Dict[str, 
     with trusted_checkpoint_loading():  # the checkpoints are this trial's own
         runner.train()
     return recorder.metrics
-
-
-def _set_data_root(cfg: Config, data_root: str) -> None:
-    """Points every ``data_root`` of the config (dataloaders, hooks, templates) at one folder."""
-    def visit(node: Any) -> None:
-        if isinstance(node, dict):
-            if 'data_root' in node:
-                node['data_root'] = data_root
-            for value in node.values():
-                visit(value)
-        elif isinstance(node, list):
-            for value in node:
-                visit(value)
-
-    for key in list(cfg.keys()):
-        visit(cfg[key])
-    cfg.data_root = data_root
 
 
 def _ensure_bundled_dataset(cfg: Config) -> None:
@@ -316,14 +264,6 @@ def _exclusive(lock_path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _absolute(path: Optional[str]) -> Optional[str]:
-    return None if path is None else str(Path(path).resolve())
-
-
-def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
 def _write_atomically(path: Path, text: str) -> None:
     partial = path.with_name(f'.{path.name}.{os.getpid()}')
     partial.write_text(text)
@@ -343,17 +283,32 @@ def _barrier() -> None:
         dist.barrier()
 
 
-def load_spec(path: Optional[str], assignments: Sequence[str]) -> TrialSpec:
-    """The spec of an experiment file (any MMEngine config format) plus ``key=value`` overrides."""
-    spec = TrialSpec()
+def load_spec(path: Optional[str], assignments: Sequence[str]) -> Tuple[TrialSpec, List[str]]:
+    """The spec of an experiment file (any MMEngine config format) plus ``key=value`` overrides,
+    and the spec keys they set (canonical names; ``stageN.<key>`` overrides not included)."""
+    values: Dict[str, Any] = {}
     if path is not None:
         if not Path(path).is_file():
             raise FileNotFoundError(f'experiment file {path} not found')
-        spec = TrialSpec.from_mapping(Config.fromfile(path).to_dict(), source=path)
-    return spec.with_overrides(parse_assignments(list(assignments)))
+        values = canonical_keys(Config.fromfile(path).to_dict(), source=path)
+    overrides = parse_assignments(list(assignments))
+    spec = TrialSpec.from_mapping(values, source=path or 'the trial').with_overrides(overrides)
+    explicit = set(values) | {SHORT_NAMES.get(key, key) for key in overrides
+                              if key.partition('.')[0] not in STAGES}
+    return spec, sorted(explicit)
+
+
+def check_trial(spec: TrialSpec, explicit: Sequence[str], work_dir: Path, source: str) -> None:
+    """Everything :mod:`harness.validation` checks, plus CUDA for ``amp`` and the work dir."""
+    check_trials([spec], explicit, source, labels=[''])
+    check_amp([spec], torch.cuda.is_available(), source)
+    check_work_dir(work_dir, spec)
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
+    """The command line: checks everything, runs the trial, prints its result as the last line
+    (strict JSON). A bad setting exits with status 2 and one line naming it, before any training.
+    """
     parser = argparse.ArgumentParser(description='Run one EPS++ trial (stage 1 -> stage 2).')
     parser.add_argument('experiment', nargs='?',
                         help='experiment file with TrialSpec keys (YAML, .py or .json); '
@@ -362,15 +317,25 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                         metavar='KEY=VALUE',
                         help='a TrialSpec key (or fraction / threshold), or stage1.<cfg key> / '
                         'stage2.<cfg key> (MMEngine cfg-options); repeatable')
-    parser.add_argument('--work-dir', help='the trial folder (default: '
-                        'outputs/trials/<task>-f<fraction>-t<threshold>-s<seed>-<hash>)')
+    parser.add_argument('--work-dir', help='the trial folder, holding its stage-1 run too '
+                        '(default: outputs/trials/<task>-f<fraction>-t<threshold>-s<seed>-<hash>, '
+                        'stage-1 runs shared in outputs/trials/stage1)')
     args = parser.parse_args(argv)
-    spec = load_spec(args.experiment, args.assignments)
-    work_dir = Path(args.work_dir or Path('outputs') / 'trials' / spec.short_id())
+    source = args.experiment or '--set'
+    try:
+        spec, explicit = load_spec(args.experiment, args.assignments)
+        if args.work_dir:
+            work_dir, stage1_cache = Path(args.work_dir), Path(args.work_dir) / 'stage1'
+        else:
+            work_dir = Path('outputs') / 'trials' / spec.short_id()
+            stage1_cache = work_dir.parent / 'stage1'
+        check_trial(spec, explicit, work_dir, source)
+    except (InvalidSetting, KeyError, ValueError, TypeError, FileNotFoundError) as error:
+        parser.exit(2, f'error: {message_of(error)}\n')
     if (work_dir / 'result.json').is_file():
         print(f'{work_dir} holds a finished trial of this spec; printing its result')
-    result = run_trial(spec, work_dir)
-    print(json.dumps(result))
+    result = run_trial(spec, work_dir, stage1_cache)
+    print(strict_json.dumps(result))
     return result
 
 

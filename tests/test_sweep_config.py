@@ -218,15 +218,19 @@ def test_command_line_check_reports_errors_without_traceback(tiny_dataset, tmp_p
 
 
 def test_an_existing_sweep_needs_resume_and_the_same_file(tmp_path):
-    from harness.sweep import open_tracking
+    from harness.sweep import check_sweep_folder
 
     sweep = parse_sweep(sweep_of(), 'sweep.yaml', storage_path=str(tmp_path))
     with pytest.raises(SweepConfigError, match='nothing to resume'):
-        open_tracking(sweep, resume=True)
+        check_sweep_folder(sweep, resume=True)
+    check_sweep_folder(sweep, resume=False)
     sweep.experiment_dir.mkdir(parents=True)
     (sweep.experiment_dir / 'sweep.json').write_text(json.dumps(
         {'sweep': sweep_of(num_samples=2), 'tracking': {}}))
     with pytest.raises(SweepConfigError, match='add --resume'):
-        open_tracking(sweep, resume=False)
+        check_sweep_folder(sweep, resume=False)
     with pytest.raises(SweepConfigError, match=r"changed since .* \['num_samples'\]"):
-        open_tracking(sweep, resume=True)
+        check_sweep_folder(sweep, resume=True)
+    (sweep.experiment_dir / 'sweep.json').write_text(json.dumps(
+        {'sweep': sweep.raw, 'tracking': {}}))
+    check_sweep_folder(sweep, resume=True)

@@ -31,8 +31,8 @@ def test_overrides_accept_short_names_fractions_and_stage_keys():
 
 
 @pytest.mark.parametrize('overrides,error,match', [
-    ({'labelled_fraction': 0}, ValueError, r'must lie in \(0, 1\]'),
-    ({'labelled_fraction': '3/2'}, ValueError, r'must lie in \(0, 1\]'),
+    ({'labelled_fraction': -0.5}, ValueError, r'must lie in \[0, 1\]'),
+    ({'labelled_fraction': '3/2'}, ValueError, r'must lie in \[0, 1\]'),
     ({'task': 'fully'}, ValueError, r"task 'fully' is not one of \('wsss', 'ssss'\)"),
     ({'saliency_threshold': 1.0}, ValueError, 'saliency_threshold'),
     ({'fractoin': 0.5}, KeyError, "unknown key 'fractoin'.*labelled_fraction"),
@@ -46,9 +46,11 @@ def test_bad_values_are_rejected_by_name(overrides, error, match):
 def test_experiment_file_and_assignments(tmp_path):
     experiment = tmp_path / 'wsss.yaml'
     experiment.write_text('task: wsss\nthreshold: 0.4\nstage1:\n  train_cfg.max_iters: 5\n')
-    spec = load_spec(str(experiment), ['seed=3'])
+    spec, explicit = load_spec(str(experiment), ['seed=3', 'stage2.train_cfg.max_iters=4'])
     assert (spec.task, spec.saliency_threshold, spec.seed) == ('wsss', 0.4, 3)
-    assert spec.stage1 == {'train_cfg.max_iters': 5}
+    assert spec.stage1 == {'train_cfg.max_iters': 5} and spec.stage2 == {'train_cfg.max_iters': 4}
+    # the spec keys the user set (stage overrides are config keys, not spec keys)
+    assert explicit == ['saliency_threshold', 'seed', 'stage1', 'task']
     with pytest.raises(FileNotFoundError, match='absent.yaml'):
         load_spec(str(tmp_path / 'absent.yaml'), [])
 
@@ -60,20 +62,11 @@ def test_unknown_config_key_is_an_error_before_training(tiny_dataset, tmp_path):
     assert not (tmp_path / 'stage1').exists()
 
 
-def test_split_file_with_unknown_ids_is_an_error(tiny_dataset, tmp_path):
-    split = tmp_path / 'labeled.txt'
-    split.write_text('not_an_id\n')
-    with pytest.raises(ValueError, match='not_an_id'):
-        from harness.trial import _stage2_config
-        _stage2_config(short_spec(tiny_dataset, split_file=str(split)).resolved(),
-                       tmp_path / 'trial', tmp_path / 'masks')
-
-
 def test_missing_pseudo_mask_folder_is_named(tiny_dataset, tmp_path):
-    from harness.trial import _stage2_config
+    from harness.trial import _stage2_training_config
     with pytest.raises(FileNotFoundError, match='pseudo-mask folder .*no_masks'):
-        _stage2_config(short_spec(tiny_dataset).resolved(), tmp_path / 'trial',
-                       tmp_path / 'no_masks')
+        _stage2_training_config(short_spec(tiny_dataset).resolved(), tmp_path / 'trial',
+                                tmp_path / 'no_masks')
 
 
 @pytest.mark.slow

@@ -7,7 +7,8 @@ import numpy as np
 
 
 def parse_fraction(value: Union[str, float, int, Fraction]) -> float:
-    """A labelled fraction in (0, 1] from ``0.125``, ``'0.125'`` or ``'1/8'``.
+    """A labelled fraction in [0, 1] from ``0.125``, ``'0.125'`` or ``'1/8'`` (0: no labelled
+    ids, i.e. WSSS; 1: fully supervised).
 
     Raises ``ValueError`` naming the value for anything else.
     """
@@ -16,9 +17,9 @@ def parse_fraction(value: Union[str, float, int, Fraction]) -> float:
     except (ValueError, ZeroDivisionError) as error:
         raise ValueError(f'labelled_fraction {value!r} is not a number or a ratio like 1/8') \
             from error
-    if not 0.0 < fraction <= 1.0:
-        raise ValueError(f'labelled_fraction {value!r} must lie in (0, 1] '
-                         '(e.g. 1/16, 1/8, 1/4, 1/2, or 1 for fully supervised)')
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f'labelled_fraction {value!r} must lie in [0, 1] '
+                         '(e.g. 0 for WSSS, 1/16, 1/8, 1/4, 1/2, or 1 for fully supervised)')
     return fraction
 
 
@@ -36,7 +37,8 @@ def read_ids(path: Union[str, Path]) -> List[str]:
 
 def split_by_fraction(ids: Sequence[str], fraction: float,
                       seed: int) -> Tuple[List[str], List[str]]:
-    """``(labelled, unlabelled)`` ids: ``round(fraction * N)`` ids (at least one) are labelled.
+    """``(labelled, unlabelled)`` ids: ``round(fraction * N)`` ids (at least one for a fraction
+    above 0; none for 0) are labelled.
 
     The choice depends only on (sorted ids, fraction, seed): a seeded permutation of the ids
     whose first ``n`` are labelled, so that for one seed a smaller fraction's labelled set is a
@@ -44,7 +46,7 @@ def split_by_fraction(ids: Sequence[str], fraction: float,
     """
     fraction = parse_fraction(fraction)
     ordered = sorted(ids)
-    count = max(1, int(round(fraction * len(ordered))))
+    count = max(1, int(round(fraction * len(ordered)))) if fraction > 0 else 0
     order = np.random.default_rng(seed).permutation(len(ordered))
     labelled = {ordered[i] for i in order[:count]}
     return sorted(labelled), [i for i in ordered if i not in labelled]

@@ -6,12 +6,13 @@ from harness.data.splits import (parse_fraction, read_ids, split_by_fraction, sp
 IDS = [f'img_{i:03d}' for i in range(40)]
 
 
-@pytest.mark.parametrize('value,expected', [('1/8', 0.125), (0.25, 0.25), ('0.5', 0.5), (1, 1.0)])
+@pytest.mark.parametrize('value,expected', [('1/8', 0.125), (0.25, 0.25), ('0.5', 0.5), (1, 1.0),
+                                            (0, 0.0), ('0/1', 0.0)])
 def test_parse_fraction(value, expected):
     assert parse_fraction(value) == expected
 
 
-@pytest.mark.parametrize('value', [0, -0.5, 1.5, '3/2', 'half', '1/0'])
+@pytest.mark.parametrize('value', [-0.5, 1.5, '3/2', 'half', '1/0'])
 def test_fraction_outside_the_unit_interval_is_an_error(value):
     with pytest.raises(ValueError, match='labelled_fraction'):
         parse_fraction(value)
@@ -37,6 +38,10 @@ def test_smaller_fractions_are_nested_in_larger_ones():
 def test_full_fraction_labels_everything_and_tiny_fraction_at_least_one():
     assert split_by_fraction(IDS, 1, 0) == (IDS, [])
     assert len(split_by_fraction(IDS, 0.001, 0)[0]) == 1
+
+
+def test_fraction_zero_labels_nothing_as_wsss_does():
+    assert split_by_fraction(IDS, 0, 3) == ([], IDS)
 
 
 def test_split_file_round_trip_and_semi_supervised_format(tmp_path):

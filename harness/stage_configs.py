@@ -1,0 +1,82 @@
+"""The MMEngine configs of a trial's two stages, built from its :class:`TrialSpec`.
+
+Building them reads the config files, the split file and the training ids, and writes nothing:
+:mod:`harness.validation` builds them to check a trial before it starts, :mod:`harness.trial` to
+run it.
+"""
+from pathlib import Path
+from typing import Any, List, Tuple
+
+from mmengine.config import Config
+
+from harness.data import splits
+from harness.overrides import apply_overrides
+from harness.spec import TrialSpec, absolute
+
+# The two parts of a stage-2 training set (see mm_configs/_base_/datasets/shapes_voc_stage2.py).
+STAGE2_PARTS = ('labelled_dataset', 'pseudo_labelled_dataset')
+
+
+def stage1_config(spec: TrialSpec) -> Config:
+    """The stage-1 config: the file, ``spec.stage1`` overrides, data root, IRD threshold, seed."""
+    cfg = Config.fromfile(spec.stage1_config)
+    apply_overrides(cfg, spec.stage1, source=spec.stage1_config)
+    set_data_root(cfg, data_root_of(spec, cfg))
+    if saliency_loss_type(cfg) == 'IRDLoss':
+        cfg.model.loss_sal.threshold = float(spec.saliency_threshold)
+    cfg.randomness = dict(seed=spec.seed)
+    return cfg
+
+
+def stage2_config(spec: TrialSpec) -> Config:
+    """The stage-2 config: the file, ``spec.stage2`` overrides, data root, seed (no split yet)."""
+    cfg = Config.fromfile(spec.stage2_config)
+    apply_overrides(cfg, spec.stage2, source=spec.stage2_config)
+    set_data_root(cfg, data_root_of(spec, cfg))
+    cfg.randomness = dict(seed=spec.seed)
+    return cfg
+
+
+def labelled_split(spec: TrialSpec, cfg: Config) -> Tuple[List[str], List[str]]:
+    """``(labelled, unlabelled)`` training ids of stage 2: none labelled for WSSS, those of
+    ``split_file``, or a seeded ``labelled_fraction`` of the ids of the labelled part's split.
+
+    Raises:
+        FileNotFoundError: the split file or the training split is missing.
+        ValueError: the split file names ids that are not training ids.
+    """
+    part = cfg.labelled_dataset
+    train_ids = splits.read_ids(Path(part.data_root) / part.ann_file)
+    if spec.task == 'wsss':
+        return [], sorted(train_ids)
+    if spec.split_file:
+        return splits.split_from_file(train_ids, spec.split_file)
+    return splits.split_by_fraction(train_ids, spec.labelled_fraction, spec.seed)
+
+
+def saliency_loss_type(cfg: Config) -> Any:
+    """The ``type`` of the stage-1 model's ``loss_sal`` (None for a CAM-only config)."""
+    loss_sal = cfg.get('model', {}).get('loss_sal')
+    return None if loss_sal is None else loss_sal.get('type')
+
+
+def data_root_of(spec: TrialSpec, cfg: Config) -> str:
+    """The trial's data root: ``spec.data_root``, else the config's, as an absolute path."""
+    return spec.data_root or absolute(cfg.data_root)
+
+
+def set_data_root(cfg: Config, data_root: str) -> None:
+    """Points every ``data_root`` of the config (dataloaders, hooks, templates) at one folder."""
+    def visit(node: Any) -> None:
+        if isinstance(node, dict):
+            if 'data_root' in node:
+                node['data_root'] = data_root
+            for value in node.values():
+                visit(value)
+        elif isinstance(node, list):
+            for value in node:
+                visit(value)
+
+    for key in list(cfg.keys()):
+        visit(cfg[key])
+    cfg.data_root = data_root

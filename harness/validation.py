@@ -1,0 +1,231 @@
+"""Checks that run before anything trains or is written, shared by ``harness.sweep`` (with and
+without ``--check``) and ``harness.trial``.
+
+Every failure is an :class:`InvalidSetting` whose one-line message names the setting (key, file
+or value) and what is valid. The checks cover what a trial spec's own checks cannot see: the
+stage configs (keys, value types, settings the trial owns), the data (folders, training split,
+split file), settings a trial would silently ignore, trials that would be identical, and where
+the results go (storage folder, MLflow tracking URI).
+"""
+import json
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Callable, Collection, Dict, List, Optional, Sequence, Tuple
+
+from mmengine.config import Config
+
+from harness.spec import TrialSpec
+
+# The trial sets this from its saliency_threshold; a second way to set it could only disagree.
+THRESHOLD_KEY = 'model.loss_sal.threshold'
+SQLITE_PREFIX = 'sqlite:///'
+SERVER_TIMEOUT_S = 5.0
+
+
+class InvalidSetting(ValueError):
+    """A setting that cannot run; the message names it and what is valid (one line)."""
+
+
+def check_trials(specs: Sequence[TrialSpec], explicit: Collection[str], source: str,
+                 labels: Optional[Sequence[str]] = None) -> None:
+    """Checks the trials of a sweep (or the one trial of ``harness.trial``) before anything runs.
+
+    Args:
+        specs: The trials' specs (resolved paths or relative to the working directory).
+        explicit: Spec keys (canonical names) that the user set: a setting that the trials would
+            ignore is an error only when the user asked for it.
+        source: What the settings came from (a sweep file, ``--set``), for the messages.
+        labels: How each trial is named in messages (default: its index; an empty label for a
+            single trial, whose source says it all).
+
+    The bundled dataset is generated at the configs' own ``data_root`` when it is absent, after
+    every other check passed; a ``data_root`` the user named must exist.
+
+    Raises:
+        InvalidSetting: naming the trial, the setting and what is valid.
+    """
+    from harness.stage_configs import stage1_config, stage2_config
+
+    labels = list(labels or [f'trial {index}' for index in range(len(specs))])
+    built: Dict[str, Tuple[Config, Config]] = {}
+    stage_configs = []
+    for spec, label in zip(specs, labels):
+        where = f'{source}: {label}' if label else source
+        if THRESHOLD_KEY in spec.stage1:
+            raise InvalidSetting(
+                f'{where}: stage1.{THRESHOLD_KEY} is the trial\'s saliency_threshold: set '
+                f'saliency_threshold (short name threshold) instead')
+        key = json.dumps(spec.to_dict(), sort_keys=True, default=str)
+        if key not in built:
+            built[key] = (_built(stage1_config, spec, 'stage1', where),
+                          _built(stage2_config, spec, 'stage2', where))
+        cfg1, cfg2 = built[key]
+        _check_settings_used(spec, cfg1, explicit, where)
+        _check_stage_roles(spec, cfg1, cfg2, where)
+        stage_configs.append((cfg1, cfg2))
+    _check_distinct(specs, labels, [cfg1 for cfg1, _ in stage_configs], source)
+    for spec, label, (cfg1, cfg2) in zip(specs, labels, stage_configs):
+        _check_data(spec, cfg1, cfg2, 'data_root' in explicit,
+                    f'{source}: {label}' if label else source)
+
+
+def check_amp(specs: Sequence[TrialSpec], cuda_available: bool, source: str,
+              where_cuda: str = 'this machine') -> None:
+    """``amp: true`` needs CUDA where the trials run (``where_cuda`` says where that is)."""
+    if any(spec.amp for spec in specs) and not cuda_available:
+        raise InvalidSetting(f'{source}: amp is true, but {where_cuda} has no CUDA GPU: mixed '
+                             'precision (AmpOptimWrapper, bf16/fp16) runs on GPUs only; set amp: '
+                             'false')
+
+
+def check_storage_path(path: str, key: str = 'storage_path') -> None:
+    """``path`` is a writable folder, or can be created as one under a writable folder."""
+    target = Path(path)
+    if target.exists() and not target.is_dir():
+        raise InvalidSetting(f'{key} {path} is a file, not a folder: name a folder (new or '
+                             'existing) for the sweep\'s trials, checkpoints and state')
+    existing = target
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise InvalidSetting(f'{key} {path} cannot be written: {existing} is not a writable '
+                             'folder; name a folder you can write to')
+
+
+def check_tracking_uri(uri: str, create: bool, key: str = 'mlflow.tracking_uri') -> None:
+    """An MLflow tracking URI that can be used without creating anything unasked for.
+
+    ``sqlite:///PATH``: with ``create`` (a sweep that writes its runs) the folder of PATH must
+    exist; without (a report that reads them) PATH itself must. ``http(s)://``: the server must
+    answer its ``/health`` endpoint within :data:`SERVER_TIMEOUT_S` seconds (MLflow would retry
+    for minutes). Other schemes are left to MLflow.
+    """
+    if uri.startswith(SQLITE_PREFIX):
+        database = Path(uri[len(SQLITE_PREFIX):])
+        if create and not database.parent.is_dir():
+            raise InvalidSetting(f'{key} {uri}: folder {database.parent} does not exist; create '
+                                 'it or name an existing one (nothing is created for you)')
+        if not create and not database.is_file():
+            raise InvalidSetting(f'{key} {uri}: no MLflow store at {database}; name the store '
+                                 'a sweep wrote (default sqlite:///<storage_path>/mlflow.db)')
+    elif uri.startswith(('http://', 'https://')):
+        health = uri.rstrip('/') + '/health'
+        try:
+            with urllib.request.urlopen(health, timeout=SERVER_TIMEOUT_S):
+                pass
+        except (urllib.error.URLError, OSError) as error:
+            reason = getattr(error, 'reason', error)
+            raise InvalidSetting(f'{key} {uri}: the MLflow server did not answer {health} '
+                                 f'within {SERVER_TIMEOUT_S:g} s ({reason}); start it '
+                                 '(mlflow server) or fix the URI') from error
+
+
+def message_of(error: BaseException) -> str:
+    """The message of an error as a user should read it (``KeyError`` quotes its own)."""
+    return error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+
+
+def _built(build: Callable[[TrialSpec], Config], spec: TrialSpec, stage: str,
+           where: str) -> Config:
+    """A stage config of ``spec``, with override errors turned into :class:`InvalidSetting`."""
+    try:
+        return build(spec)
+    except (KeyError, TypeError) as error:
+        raise InvalidSetting(f'{where}: {stage} override: {message_of(error)}') from error
+    except AttributeError as error:
+        raise InvalidSetting(f'{where}: {getattr(spec, stage + "_config")} has no {error.name}: '
+                             'every stage config needs a data_root') from error
+
+
+def _check_settings_used(spec: TrialSpec, cfg1: Config, explicit: Collection[str], where: str) -> None:
+    """A setting the user gave must change the trial."""
+    from harness.stage_configs import saliency_loss_type
+
+    loss_type = saliency_loss_type(cfg1)
+    if 'saliency_threshold' in explicit and loss_type != 'IRDLoss':
+        raise InvalidSetting(
+            f'{where}: saliency_threshold is set, but {spec.stage1_config} trains with loss_sal '
+            f'{loss_type}, which has no threshold (only IRDLoss has): every value would train '
+            'the same trial; remove saliency_threshold or use an IRDLoss stage-1 config')
+    if spec.task == 'wsss':
+        for key in ('labelled_fraction', 'split_file'):
+            if key in explicit:
+                raise InvalidSetting(
+                    f'{where}: {key} is set, but task is wsss, which trains stage 2 on '
+                    f'pseudo-masks only: remove {key}, or use task ssss')
+    elif spec.split_file and 'labelled_fraction' in explicit:
+        raise InvalidSetting(f'{where}: both split_file and labelled_fraction are set; the split '
+                             'file decides the labelled ids: keep one of them')
+
+
+def _check_stage_roles(spec: TrialSpec, cfg1: Config, cfg2: Config, where: str) -> None:
+    """Stage 1 must write pseudo-masks when stage 2 needs them; stage 2 must have its parts."""
+    missing = [part for part in ('labelled_dataset', 'pseudo_labelled_dataset')
+               if part not in cfg2]
+    if missing:
+        raise InvalidSetting(
+            f'{where}: {spec.stage2_config} has no {missing}: a stage-2 config defines its '
+            'training set as labelled_dataset + pseudo_labelled_dataset (see '
+            'mm_configs/_base_/datasets/shapes_voc_stage2.py)')
+    needs_pseudo_masks = spec.task == 'wsss' or spec.split_file or spec.labelled_fraction < 1
+    hooks = [hook.get('type') for hook in cfg1.get('custom_hooks', [])]
+    if needs_pseudo_masks and 'PAMRHook' not in hooks:
+        raise InvalidSetting(
+            f'{where}: {spec.stage1_config} has no PAMRHook in custom_hooks, so stage 1 writes no '
+            'pseudo-masks, which stage 2 needs (task wsss, or ssss with a fraction < 1)')
+
+
+def _check_distinct(specs: Sequence[TrialSpec], labels: Sequence[str], stage1_cfgs: List[Config],
+                    source: str) -> None:
+    """No two trials may train the same thing (settings that a trial does not use aside)."""
+    from harness.stage_configs import saliency_loss_type
+
+    seen: Dict[str, str] = {}
+    for spec, label, cfg1 in zip(specs, labels, stage1_cfgs):
+        used = spec.resolved().to_dict()
+        if spec.task == 'wsss':  # the same as ssss without labelled ids
+            used.update(task='ssss', labelled_fraction=0.0, split_file=None)
+        elif spec.split_file:
+            used.update(labelled_fraction=None)
+        if saliency_loss_type(cfg1) != 'IRDLoss':
+            used.update(saliency_threshold=None)
+        identity = json.dumps(used, sort_keys=True, default=str)
+        if identity in seen:
+            raise InvalidSetting(f'{source}: {seen[identity]} and {label} would train the same '
+                                 'trial (the settings that differ, if any, are not used by it): '
+                                 'remove the repeated value')
+        seen[identity] = label
+
+
+def _check_data(spec: TrialSpec, cfg1: Config, cfg2: Config, data_root_given: bool, where: str) -> None:
+    """The dataset folder, the stage-2 training split and the split file, before stage 1."""
+    from harness.data import synthetic
+    from harness.stage_configs import labelled_split
+
+    root = Path(cfg1.data_root)
+    if not root.exists():
+        bundled = cfg1.get('dataset_type') == 'SyntheticShapesDataset'
+        if bundled and not data_root_given:
+            synthetic.ensure_dataset(root)  # the configs' own bundled dataset, made on first use
+        else:
+            named = 'data_root' if data_root_given else f'data_root of {spec.stage1_config}'
+            hint = (f'To put the bundled dataset there: python -m harness.data.synthetic --out '
+                    f'{root}' if bundled else 'Put the dataset there or set data_root. Expected '
+                    f'layout: {_layout(cfg1)}')
+            raise InvalidSetting(f'{where}: dataset folder {root} ({named}) not found. {hint}')
+    try:
+        labelled_split(spec, cfg2)
+    except (FileNotFoundError, ValueError) as error:
+        raise InvalidSetting(f'{where}: {error}') from error
+
+
+def _layout(cfg: Config) -> str:
+    """The folder layout the config's dataset class expects (for messages)."""
+    import harness.eps  # noqa: F401  (registers the dataset classes)
+    from harness.eps.datasets import VOC_LAYOUT
+    from mmseg.registry import DATASETS
+
+    dataset_class = DATASETS.get(cfg.get('dataset_type', ''))
+    return getattr(dataset_class, 'LAYOUT', VOC_LAYOUT)
