@@ -320,6 +320,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     parser.add_argument('--work-dir', help='the trial folder, holding its stage-1 run too '
                         '(default: outputs/trials/<task>-f<fraction>-t<threshold>-s<seed>-<hash>, '
                         'stage-1 runs shared in outputs/trials/stage1)')
+    parser.add_argument('--stage1-cache', help='folder of stage-1 runs to share with other '
+                        'trials (a run is reused by the trials with the same stage-1 config)')
     args = parser.parse_args(argv)
     source = args.experiment or '--set'
     try:
@@ -329,6 +331,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         else:
             work_dir = Path('outputs') / 'trials' / spec.short_id()
             stage1_cache = work_dir.parent / 'stage1'
+        stage1_cache = Path(args.stage1_cache) if args.stage1_cache else stage1_cache
         check_trial(spec, explicit, work_dir, source)
     except (InvalidSetting, KeyError, ValueError, TypeError, FileNotFoundError) as error:
         parser.exit(2, f'error: {message_of(error)}\n')

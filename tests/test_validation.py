@@ -322,3 +322,74 @@ def test_report_refuses_a_server_nobody_answers(tmp_path, capsys):
     uri = f'http://127.0.0.1:{free_port()}'
     assert 'did not answer' in refused(report_cli.main, ['quickstart', '--tracking-uri', uri],
                                        capsys)
+
+
+# ------------------------------------------------------------------------------------------
+# harness.eps.pseudo_masks
+
+
+@pytest.fixture
+def stage1_config_file(tiny_dataset, tmp_path) -> Path:
+    """The bundled stage-1 config pointed at the tiny dataset, as a trial dumps it."""
+    from mmengine.config import Config
+
+    from harness.stage_configs import set_data_root
+    cfg = Config.fromfile(str(STAGE1))
+    set_data_root(cfg, str(tiny_dataset))
+    path = tmp_path / 'stage1_config.py'
+    cfg.dump(str(path))
+    return path
+
+
+def state_dict_file(config: Path, path: Path) -> Path:
+    """A checkpoint (MMEngine's layout) of a freshly built model of ``config``."""
+    import torch
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope
+
+    import harness.eps  # noqa: F401
+    from mmseg.registry import MODELS
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        model = MODELS.build(Config.fromfile(str(config)).model)
+    torch.save({'state_dict': model.state_dict(), 'meta': {}}, path)
+    return path
+
+
+def test_pseudo_masks_refuse_a_checkpoint_of_another_network(stage1_config_file, tmp_path,
+                                                             capsys):
+    from harness.eps import pseudo_masks
+    other = state_dict_file(STAGE2, tmp_path / 'stage2.pth')  # DeepLabV3+, not EPSClassifier
+    out = tmp_path / 'masks'
+    error = refused(pseudo_masks.main, [str(stage1_config_file), str(other), '--out', str(out),
+                                        '--work-dir', str(tmp_path / 'work')], capsys)
+    assert f'checkpoint {other} does not fit the model of {stage1_config_file}' in error
+    assert 'weights missing' in error and 'unexpected' in error
+    assert not out.exists()
+
+
+def test_pseudo_masks_refuse_bad_arguments_before_writing(stage1_config_file, tmp_path, capsys):
+    from harness.eps import pseudo_masks
+    own = state_dict_file(stage1_config_file, tmp_path / 'own.pth')
+    work = ['--work-dir', str(tmp_path / 'work')]
+    assert 'checkpoint absent.pth not found' in refused(
+        pseudo_masks.main, [str(stage1_config_file), 'absent.pth', *work], capsys)
+    (tmp_path / 'taken').mkdir()
+    assert 'already exists' in refused(pseudo_masks.main, [
+        str(stage1_config_file), str(own), '--out', str(tmp_path / 'taken'), *work], capsys)
+    assert "'model.test_cfg.flipp' does not exist" in refused(pseudo_masks.main, [
+        str(stage1_config_file), str(own), '--out', str(tmp_path / 'new'),
+        '--cfg-options', 'model.test_cfg.flipp=True', *work], capsys)
+    assert not (tmp_path / 'new').exists()
+
+
+def test_pseudo_masks_accept_the_checkpoint_of_their_network(stage1_config_file, tmp_path,
+                                                             capsys):
+    from harness.eps import pseudo_masks
+    own = state_dict_file(stage1_config_file, tmp_path / 'own.pth')
+    out = tmp_path / 'masks'
+    metrics = pseudo_masks.main([str(stage1_config_file), str(own), '--out', str(out),
+                                 '--work-dir', str(tmp_path / 'work')])
+    assert len(list(out.glob('*.png'))) == 12  # the tiny dataset's train split
+    printed = capsys.readouterr().out.strip().splitlines()[-1]
+    assert 'NaN' not in printed
+    assert json.loads(printed) == json.loads(json.dumps(metrics))

@@ -11,7 +11,6 @@ background rule, PAMR, dense CRF); ``--crf`` adds the CRF with its default param
 config has none, ``--cfg-options`` changes any config key (MMEngine syntax).
 """
 import argparse
-import json
 import os
 import shutil
 from pathlib import Path
@@ -25,7 +24,8 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from mmseg.structures import SegDataSample
-from .checkpoints import trusted_checkpoint_loading
+from harness import strict_json
+from .checkpoints import load_checkpoint_strictly
 from .metrics import PerClassIoUMetric
 
 
@@ -90,8 +90,12 @@ def generate_pseudo_masks(model: torch.nn.Module, dataloader: DataLoader, out_di
 
 
 def main(argv: Sequence[str] = None) -> Dict[str, float]:
+    """The command line; a bad argument exits with status 2 and one line naming it, before any
+    mask is written."""
     from mmengine.config import Config, DictAction
     from mmengine.runner import Runner
+
+    from harness.overrides import apply_overrides
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('config', help='stage-1 config with a PAMRHook in custom_hooks')
@@ -105,24 +109,32 @@ def main(argv: Sequence[str] = None) -> Dict[str, float]:
                         help='config keys to change, key=value (MMEngine syntax), applied last')
     args = parser.parse_args(argv)
 
-    cfg = Config.fromfile(args.config)
-    if args.crf and not cfg.model.test_cfg.get('crf'):
-        cfg.model.test_cfg.crf = dict(type='DenseCRF')
-    cfg.merge_from_dict(args.cfg_options)
-    hooks = [hook for hook in cfg.get('custom_hooks', []) if hook['type'] == 'PAMRHook']
-    if not hooks:
-        raise KeyError(f'{args.config} has no PAMRHook in custom_hooks: nothing says which split '
-                       'to turn into pseudo-masks')
-    cfg.work_dir = args.work_dir or cfg.get('work_dir') or str(
-        Path('work_dirs') / Path(args.config).stem)
-    cfg.load_from = args.checkpoint
-    runner = Runner.from_cfg(cfg)
-    with trusted_checkpoint_loading():  # a checkpoint the user names and so trusts
-        runner.load_or_resume()
-    out_dir = Path(args.out or Path(cfg.work_dir) / hooks[0].get('out_dir', 'pseudo_masks'))
+    try:
+        for name, path in (('config', args.config), ('checkpoint', args.checkpoint)):
+            if not Path(path).is_file():
+                raise FileNotFoundError(f'{name} {path} not found')
+        cfg = Config.fromfile(args.config)
+        if args.crf and not cfg.model.test_cfg.get('crf'):
+            cfg.model.test_cfg.crf = dict(type='DenseCRF')
+        apply_overrides(cfg, args.cfg_options, source=args.config)
+        hooks = [hook for hook in cfg.get('custom_hooks', []) if hook['type'] == 'PAMRHook']
+        if not hooks:
+            raise KeyError(f'{args.config} has no PAMRHook in custom_hooks: nothing says which '
+                           'split to turn into pseudo-masks')
+        cfg.work_dir = args.work_dir or cfg.get('work_dir') or str(
+            Path('work_dirs') / Path(args.config).stem)
+        out_dir = Path(args.out or Path(cfg.work_dir) / hooks[0].get('out_dir', 'pseudo_masks'))
+        if out_dir.exists():
+            raise FileExistsError(f'pseudo-mask folder {out_dir} already exists; it is not '
+                                  'overwritten: remove it or name another with --out')
+        runner = Runner.from_cfg(cfg)
+        load_checkpoint_strictly(runner.model, args.checkpoint, args.config)
+    except (FileNotFoundError, FileExistsError, KeyError, TypeError, ValueError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+        parser.exit(2, f'error: {message}\n')
     metrics = generate_pseudo_masks(runner.model, Runner.build_dataloader(hooks[0]['dataloader']),
                                     out_dir)
-    print(json.dumps(metrics))
+    print(strict_json.dumps(metrics))
     return metrics
 
 
