@@ -28,7 +28,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
 
-from harness.sweep_config import grid_axes, grid_points, load_sweep
+from harness.sweep_config import SweepConfig, grid_axes, grid_points, load_sweep
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -115,14 +115,15 @@ def run_harness(sweep_file: Path, out: Path) -> Tuple[float, str, Dict[str, floa
     return seconds, stdout, cpu.seconds()
 
 
-def run_direct(sweep_file: Path, out: Path) -> Tuple[float, Dict[str, float]]:
+def run_direct(sweep: SweepConfig, out: Path) -> Tuple[float, Dict[str, float]]:
     """Wall and CPU seconds of ``python -m harness.trial`` over the sweep's grid points.
 
     As the sweep runs them: in Tune's grid order (the alphabetically first key varies fastest),
     ``max_concurrent_trials`` at a time, each with the thread count Ray gives a worker of
-    ``cpus_per_worker`` CPUs (``OMP_NUM_THREADS``, at least 1); they share one stage-1 folder.
+    ``cpus_per_worker`` CPUs (``OMP_NUM_THREADS``, at least 1); they share one stage-1 folder
+    (``OUT/trials/stage1``). Trial ``i`` of that order works in ``OUT/trials/<i>``: a finished
+    one is read back, not run again.
     """
-    sweep = load_sweep(sweep_file)
     axes = grid_axes(sweep)
     points = sorted(grid_points(sweep), key=lambda point: [
         axes[key].index(point[key]) for key in sorted(axes, reverse=True)])
@@ -143,7 +144,8 @@ def run_direct(sweep_file: Path, out: Path) -> Tuple[float, Dict[str, float]]:
         assignments = [f'--set={key}={json.dumps(value)}' for key, value in overrides.items()]
         running.append(subprocess.Popen(
             [sys.executable, '-m', 'harness.trial', str(spec_file), *assignments,
-             '--work-dir', str(out / 'trials' / f'{index:02d}')],
+             '--work-dir', str(out / 'trials' / f'{index:02d}'),
+             '--stage1-cache', str(out / 'trials' / 'stage1')],
             cwd=PROJECT_ROOT, env=environment, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL))
     for process in running:
@@ -166,7 +168,7 @@ def _finished(process: subprocess.Popen) -> bool:
 def trial_seconds(trials_dir: Path) -> List[Dict[str, Any]]:
     """``time/stage1_s``, ``time/stage2_s`` (0 for a reused stage 1) of every finished trial."""
     rows = []
-    for result_file in sorted(trials_dir.glob('*/result.json')):
+    for result_file in sorted(trials_dir.glob('[0-9]*/result.json')):
         result = json.loads(result_file.read_text())
         rows.append({'trial': result_file.parent.name,
                      'fraction': result['labelled_fraction'],
@@ -190,7 +192,7 @@ def main() -> None:
 
     harness_s, output, harness_cpu = run_harness(sweep_file, args.out / 'harness')
     ray_start = re.search(r'Ray (?:started|joined at \S+) in ([\d.]+) s', output)
-    direct_s, direct_cpu = run_direct(sweep_file, args.out / 'direct')
+    direct_s, direct_cpu = run_direct(load_sweep(sweep_file), args.out / 'direct')
 
     print(f'sweep {sweep_file.name}, {os.cpu_count()} CPUs')
     for label, trials_dir in (('harness', args.out / 'harness' / name / 'trials'),

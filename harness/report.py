@@ -6,9 +6,11 @@
 
 The table has a row per labelled fraction (``wsss`` for weakly supervised trials) and a column per
 saliency threshold; a cell is the val mIoU (percent) as mean +- standard deviation over the trials
-of that cell (seeds, samples). The plot draws val mIoU against the labelled fraction, one line per
-threshold (against the threshold when the sweep has a single fraction). The plot is also logged
-to the sweep's parent run.
+of that cell (seeds, samples). A second table gives, per threshold, how well IRD's dropped region
+matched the saliency errors in stage 1 (``ird/precision``, ``ird/recall``, the share on each
+injected error kind; see :mod:`harness.eps.ird_diagnostics`). The plot draws val mIoU against the
+labelled fraction, one line per threshold (against the threshold when the sweep has a single
+fraction). The plot is also logged to the sweep's parent run.
 """
 import argparse
 from dataclasses import asdict, dataclass
@@ -116,8 +118,46 @@ def format_table(cells: Sequence[Cell], title: str) -> str:
     return '\n'.join([title, *lines])
 
 
+def ird_rows(trials: Sequence[TrialRecord]) -> List[Dict[str, Any]]:
+    """Per saliency threshold, IRD's dropped region against the saliency errors
+    (``ird/precision``, ``ird/recall``, ``ird/share.<kind>``, percent) and ``pseudo/mIoU``, each
+    the mean over the threshold's stage-1 runs (one per seed: trials of one threshold and seed
+    share their stage 1, so each run counts once). Thresholds without IRD figures are left out.
+    """
+    rows = []
+    for threshold in sorted({t.saliency_threshold for t in trials}):
+        runs = {t.seed: t.metrics for t in trials
+                if t.saliency_threshold == threshold and 'ird/precision' in t.metrics}
+        if not runs:
+            continue
+        keys = sorted({key for metrics in runs.values() for key in metrics
+                       if key.startswith('ird/')} | {'pseudo/mIoU'})
+        row: Dict[str, Any] = {'saliency_threshold': threshold, 'stage1_runs': len(runs)}
+        for key in keys:
+            values = [m[key] for m in runs.values() if m.get(key) is not None]
+            row[key] = float(np.mean(values)) if values else None
+        rows.append(row)
+    return rows
+
+
+def format_ird_table(rows: Sequence[Dict[str, Any]]) -> str:
+    """Rows: threshold; columns: precision, recall, pseudo-mask mIoU, share of N per kind."""
+    columns = ['ird/precision', 'ird/recall', 'pseudo/mIoU'] + sorted(
+        {key for row in rows for key in row if key.startswith('ird/share.')})
+    header = ['threshold', 'runs'] + [c.replace('ird/', '') for c in columns]
+    body = [[f'{row["saliency_threshold"]:g}', str(row['stage1_runs'])] + [
+        '-' if row.get(c) is None else f'{row[c]:.2f}' for c in columns] for row in rows]
+    widths = [max(len(line[i]) for line in [header] + body) for i in range(len(header))]
+    lines = [' | '.join(cell.ljust(width) for cell, width in zip(line, widths))
+             for line in [header] + body]
+    lines.insert(1, '-+-'.join('-' * width for width in widths))
+    return '\n'.join(['IRD: how much of the dropped region N is a saliency error (precision), how '
+                      'much of the errors it drops (recall), and where N lies (share, %)', *lines])
+
+
 def plot(cells: Sequence[Cell], out_path: Path, title: str) -> Path:
-    """Val mIoU vs labelled fraction (log scale), a line per threshold, error bars = std."""
+    """Val mIoU vs labelled fraction (0 = WSSS, evenly spaced), a line per threshold, error
+    bars = std; against the threshold when there is one fraction."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -126,13 +166,15 @@ def plot(cells: Sequence[Cell], out_path: Path, title: str) -> Path:
     thresholds = sorted({c.saliency_threshold for c in cells})
     figure, axis = plt.subplots(figsize=(6, 4))
     if len(fractions) > 1:
+        # Fractions as evenly spaced categories: 0 (WSSS) has no place on a log scale, and the
+        # usual 1/16, 1/8, 1/4, 1/2 are evenly spaced on one anyway.
+        position = {fraction: index for index, fraction in enumerate(fractions)}
         for threshold in thresholds:
             line = [c for c in cells if c.saliency_threshold == threshold]
-            axis.errorbar([c.labelled_fraction for c in line], [c.mean for c in line],
+            axis.errorbar([position[c.labelled_fraction] for c in line], [c.mean for c in line],
                           yerr=[c.std for c in line], marker='o', capsize=3,
                           label=f'threshold {threshold:g}')
-        axis.set_xscale('log', base=2)
-        axis.set_xticks(fractions, [fraction_label(f) for f in fractions])
+        axis.set_xticks(range(len(fractions)), [fraction_label(f) for f in fractions])
         axis.set_xlabel('labelled fraction')
         axis.legend()
     else:
@@ -163,13 +205,17 @@ def report(name: str, tracking_uri: str, out_path: Optional[Path] = None,
     parent, trials = load_trials(name, tracking_uri)
     cells = comparison_cells(trials)
     sweep_name = parent.data.tags.get('sweep_name', name)
+    ird = ird_rows(trials)
     summary = {'sweep': sweep_name, 'parent_run_id': parent.info.run_id,
-               'table': [asdict(c) for c in cells], 'trials': [asdict(t) for t in trials]}
+               'table': [asdict(c) for c in cells], 'ird': ird,
+               'trials': [asdict(t) for t in trials]}
     if as_json:
         print(strict_json.dumps(summary, indent=2))
     else:
         print(format_table(cells, f'{sweep_name}: val mIoU (%) mean +- std over seeds, '
                                   f'{len(trials)} trial(s), parent run {parent.info.run_id}'))
+        if ird:
+            print('\n' + format_ird_table(ird))
     if cells:
         out_path = plot(cells, Path(out_path or f'{sweep_name}_miou.png'),
                         f'{sweep_name}: val mIoU')

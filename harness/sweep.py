@@ -42,6 +42,7 @@ from harness.sweep_config import (TRAINABLE_CPUS, SweepConfig, SweepConfigError,
 from harness.validation import InvalidSetting, check_tracking_uri
 
 TUNE_METRIC = 'val/mIoU'
+STATUS_EVERY_S = 60
 RAY_CONNECT_TIMEOUT_S = 5.0
 FINAL_RESULT_KEY = 'time/stage2_s'  # only the last report of a trial (run_trial's result) has it
 
@@ -263,6 +264,17 @@ def failure_summary(sweep: SweepConfig, trial_id: str) -> str:
     return f'{error}; log: {worker_log(trial_dir(sweep, trial_id), 0)}'
 
 
+def status_table(sweep: SweepConfig) -> Any:
+    """Tune's status table (trials, their search-space values, val mIoU and stage-2 iteration),
+    printed once a minute and at the end; trial events are :class:`TrialEvents`' lines."""
+    from ray.tune import CLIReporter
+
+    axes = [*sweep.search_space, *(['seed'] if sweep.seeds is not None else [])]
+    return CLIReporter(parameter_columns=axes or None,
+                       metric_columns={TUNE_METRIC: 'val mIoU', 'val/iter': 'stage-2 iter'},
+                       max_report_frequency=STATUS_EVERY_S, print_intermediate_tables=True)
+
+
 def trial_folder_name(trial: Any) -> str:
     """Tune's folder of a trial is named by its id, as its work dir under ``trials/`` is."""
     return trial.trial_id
@@ -412,6 +424,9 @@ def run_sweep(sweep: SweepConfig, resume: bool = False, verbose: bool = False) -
 
     from harness.tracking import TrackingTarget, set_sweep_status
 
+    # Tune's classic console (a status table a minute, see status_table) instead of its newer one,
+    # which prints a table of every trial's config and results besides.
+    os.environ['RAY_AIR_NEW_OUTPUT'] = '0'
     tracking = open_tracking(sweep, resume)
     trainable = tune.with_resources(
         tune.with_parameters(tune_trial, sweep=sweep, tracking=tracking, verbose=verbose),
@@ -431,7 +446,9 @@ def run_sweep(sweep: SweepConfig, resume: bool = False, verbose: bool = False) -
                 # the next trial reuses it.
                 reuse_actors=True, trial_dirname_creator=trial_folder_name),
             run_config=tune.RunConfig(name=sweep.name, storage_path=sweep.storage_path,
-                                      callbacks=[trial_events(sweep)]))
+                                      callbacks=[trial_events(sweep)],
+                                      progress_reporter=status_table(sweep),
+                                      verbose=2 if verbose else 1))
     results = tuner.fit()
     done, failed = results.num_terminated, results.num_errors
     print(f'{done} of {len(results)} trial(s) finished, {failed} failed.')

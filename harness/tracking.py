@@ -15,8 +15,9 @@ What a child run holds:
   per-class IoU, percent) and ``time/*`` (seconds) at the end;
 - tags: sweep name, git commit, trial id, task, labelled fraction, saliency threshold, seed;
 - artifacts: the resolved stage configs, the split files and ``pseudo_masks.png`` (a grid of
-  image | saliency | CAM | inconsistent region | pseudo-mask).
+  image | saliency | CAM | dropped by IRD | saliency errors | pseudo-mask).
 """
+import json
 import numbers
 import subprocess
 import time
@@ -156,15 +157,18 @@ class TrialRun:
 
 def write_pseudo_mask_grid(stage1_config: Path, threshold: float, out_path: Path,
                            count: int = 4) -> Path:
-    """Draws ``count`` training images as rows: image | saliency | CAM | inconsistent region |
-    pseudo-mask; writes a PNG to ``out_path`` and returns it.
+    """Draws ``count`` training images as rows: image | saliency | CAM | dropped by IRD |
+    saliency errors | pseudo-mask; writes a PNG to ``out_path`` and returns it.
 
     ``stage1_config`` is the config a trial dumped into its stage-1 folder (absolute
-    ``data_root``); next to it lie ``last_checkpoint`` and ``pseudo_masks/``. The CAM is the
-    stage-1 network's foreground map: the largest class score over the classes it predicts
-    (:meth:`EPSClassifier.class_scores`, before PAMR), in [0, 1]. The inconsistent region is
-    ``(pseudo-mask > 0) XOR (saliency > threshold)``, saliency in [0, 1]: where the refined
-    pseudo-mask and the thresholded saliency map disagree about the foreground.
+    ``data_root``); next to it lie ``last_checkpoint``, ``pseudo_masks/`` and, for EPS++ configs,
+    ``ird_diagnostics/`` and ``ird_diagnostics.json`` (:class:`IRDDiagnosticsHook`). The CAM is
+    the stage-1 network's foreground map: the largest class score over the classes it predicts
+    (:meth:`EPSClassifier.class_scores`, before PAMR), in [0, 1]. "dropped by IRD" is IRD's
+    inconsistent region ``N`` of the trained network (its row title: the image's precision and
+    recall of the saliency errors); "saliency errors" is ``E = (saliency > threshold) xor
+    (ground-truth foreground)``, saliency in [0, 1]. Without IRD diagnostics the N column is left
+    out; without ground-truth masks, the E column.
     """
     import matplotlib
     matplotlib.use('Agg')
@@ -175,33 +179,52 @@ def write_pseudo_mask_grid(stage1_config: Path, threshold: float, out_path: Path
     cfg = Config.fromfile(str(stage1_config))
     data_root = Path(cfg.data_root)
     prefix = cfg.train_dataloader.dataset.data_prefix
-    masks = sorted((stage1_config.parent / 'pseudo_masks').glob('*.png'))[:count]
+    stage1_dir = stage1_config.parent
+    masks = sorted((stage1_dir / 'pseudo_masks').glob('*.png'))[:count]
     images = [Image.open(next((data_root / prefix['img_path']).glob(f'{path.stem}.*')))
               .convert('RGB') for path in masks]
-    cams = foreground_cams(cfg, (stage1_config.parent / 'last_checkpoint').read_text().strip(),
+    cams = foreground_cams(cfg, (stage1_dir / 'last_checkpoint').read_text().strip(),
                            [np.asarray(image) for image in images])
-    titles = ['image', 'saliency', 'CAM (foreground)', f'inconsistent (t={threshold:g})',
-              'pseudo-mask']
-    figure, axes = plt.subplots(len(masks), len(titles), squeeze=False,
-                                figsize=(2 * len(titles), 2 * len(masks)))
+    dropped_dir = stage1_dir / 'ird_diagnostics'
+    per_image = (json.loads((stage1_dir / 'ird_diagnostics.json').read_text())['images']
+                 if (stage1_dir / 'ird_diagnostics.json').is_file() else {})
+    truth_dir = data_root / 'SegmentationClass'
+    columns = ['image', 'saliency', 'CAM (foreground)']
+    columns += ['dropped by IRD (N)'] if dropped_dir.is_dir() else []
+    columns += [f'saliency errors (t={threshold:g})'] if truth_dir.is_dir() else []
+    columns += ['pseudo-mask']
+    figure, axes = plt.subplots(len(masks), len(columns), squeeze=False,
+                                figsize=(2 * len(columns), 2 * len(masks)))
     for row, mask_path, image, cam in zip(axes, masks, images, cams):
+        image_id = mask_path.stem
         saliency = np.asarray(Image.open(
-            data_root / prefix['saliency_path'] / f'{mask_path.stem}.png').convert('L')) / 255.0
-        pseudo = Image.open(mask_path)
-        inconsistent = (np.asarray(pseudo) > 0) ^ (saliency > threshold)
-        panels = [(image, None), (saliency, 'gray'), (cam, 'jet'), (inconsistent, 'Reds'),
-                  (pseudo.convert('RGB'), None)]
+            data_root / prefix['saliency_path'] / f'{image_id}.png').convert('L')) / 255.0
+        panels = [(image, None), (saliency, 'gray'), (cam, 'jet')]
+        if dropped_dir.is_dir():
+            panels.append((np.asarray(Image.open(dropped_dir / f'{image_id}.png')) > 0, 'Reds'))
+        if truth_dir.is_dir():
+            truth = np.asarray(Image.open(truth_dir / f'{image_id}.png'))
+            panels.append((((truth > 0) & (truth != 255)) ^ (saliency > threshold), 'Purples'))
+        panels.append((Image.open(mask_path).convert('RGB'), None))
         for axis, (panel, colour_map) in zip(row, panels):
             scale = {} if colour_map is None else {'cmap': colour_map, 'vmin': 0, 'vmax': 1}
             axis.imshow(panel, **scale)
             axis.set_axis_off()
-    for axis, title in zip(axes[0], titles):
-        axis.set_title(title, fontsize=9)
+        scores = per_image.get(image_id)
+        if scores is not None:
+            row[0].set_title(f'IRD precision {_percent(scores.get("precision"))}\n'
+                             f'recall {_percent(scores.get("recall"))}', fontsize=7)
+    for axis, title in zip(axes[0], columns):
+        axis.set_title(f'{title}\n{axis.get_title()}'.strip(), fontsize=8)
     figure.tight_layout()
     out_path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out_path, dpi=100)
     plt.close(figure)
     return out_path
+
+
+def _percent(value: Optional[float]) -> str:
+    return 'n/a' if value is None else f'{value:.0f}%'
 
 
 def foreground_cams(cfg: Any, checkpoint: str, images: List[np.ndarray]) -> List[np.ndarray]:

@@ -105,6 +105,32 @@ def test_report_table_json_and_plot(tracking_uri, tmp_path, capsys):
     assert (cell['mean'], cell['count']) == (72.0, 2)
 
 
+def test_ird_table_counts_each_stage1_run_once_and_wsss_is_a_row(tracking_uri, tmp_path,
+                                                                  capsys):
+    target = start_sweep(tracking_uri, 'ird')
+    # (threshold, seed) -> IRD precision, recall of that stage-1 run; threshold 0.3's runs are
+    # shared by two fractions each (0 = WSSS and 1/2), threshold 0.5's by one.
+    figures = {(0.3, 0): (20.0, 60.0), (0.3, 1): (30.0, 90.0), (0.5, 0): (50.0, 40.0)}
+    index = 0
+    for (threshold, seed), (precision, recall) in figures.items():
+        for fraction in ((0.0, 0.5) if threshold == 0.3 else (0.5, )):
+            run = log_trial(target, f'i{index}', fraction, threshold, seed, 50.0 + 10 * fraction)
+            run.log_metrics({'ird/precision': precision, 'ird/recall': recall,
+                             'ird/share.false_coverage': precision / 2, 'stage1/iter': 600})
+            run.finish()
+            index += 1
+    summary = report.report('ird', tracking_uri, tmp_path / 'ird.png')
+    rows = {row['saliency_threshold']: row for row in summary['ird']}
+    assert rows[0.3]['stage1_runs'] == 2 and rows[0.5]['stage1_runs'] == 1
+    assert (rows[0.3]['ird/precision'], rows[0.3]['ird/recall']) == (25.0, 75.0)
+    assert (rows[0.5]['ird/precision'], rows[0.5]['ird/recall']) == (50.0, 40.0)
+    assert rows[0.3]['ird/share.false_coverage'] == 12.5 and rows[0.3]['pseudo/mIoU'] == 40.0
+    printed = capsys.readouterr().out
+    assert 'wsss     | 50.00 +- 0.00 (n=2) | -' in printed
+    assert '0.3       | 2    | 25.00     | 75.00  | 40.00       | 12.50' in printed
+    assert np.asarray(Image.open(tmp_path / 'ird.png')).std() > 0
+
+
 def test_unknown_sweep_lists_the_known_ones(tracking_uri):
     start_sweep(tracking_uri, 'known')
     with pytest.raises(SystemExit):
@@ -139,8 +165,18 @@ def test_pseudo_mask_grid_from_a_trials_files(tiny_dataset, tmp_path):
 
     out = tracking.write_pseudo_mask_grid(config, 0.5, tmp_path / 'grid.png', count=3)
     image = np.asarray(Image.open(out).convert('RGB'))
-    assert image.shape[0] == 600 and image.shape[1] == 1000  # 3 rows x 5 panels of 2 inches
+    # 3 rows x 5 panels of 2 inches: image, saliency, CAM, saliency errors, pseudo-mask
+    assert image.shape[0] == 600 and image.shape[1] == 1000
     assert image.std() > 10
+
+    # with IRD diagnostics, the dropped region is a sixth panel
+    (stage1 / 'ird_diagnostics').mkdir()
+    for mask in sorted((stage1 / 'pseudo_masks').glob('*.png')):
+        Image.fromarray(np.full((64, 64), 255, np.uint8)).save(
+            stage1 / 'ird_diagnostics' / mask.name)
+    (stage1 / 'ird_diagnostics.json').write_text(json.dumps({'total': {}, 'images': {}}))
+    out = tracking.write_pseudo_mask_grid(config, 0.5, tmp_path / 'grid6.png', count=3)
+    assert np.asarray(Image.open(out)).shape[1] == 1200
 
 
 def test_foreground_cams_are_maps_in_unit_range_at_image_size(tmp_path):

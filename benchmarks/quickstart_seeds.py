@@ -1,0 +1,107 @@
+"""The quickstart's trials over several seeds: does val mIoU rise with the labelled fraction by
+more than the spread between seeds, for every saliency threshold? And what IRD drops.
+
+    python benchmarks/quickstart_seeds.py                          # experiments/quickstart.yaml
+    python benchmarks/quickstart_seeds.py SWEEP --seeds 0 1 2 --out outputs/quickstart_seeds
+
+Runs every grid point of the sweep file once per seed (the sweep's own ``seeds`` replaced) with
+``python -m harness.trial``, as many at once as the sweep allows and with a Ray worker's thread
+count (see ``bench_harness.run_direct``); trials of one seed and threshold share their stage-1
+run, as in the sweep. Finished trials under ``--out`` are read back, so an interrupted run
+resumes. Prints:
+
+1. val mIoU (%) per labelled fraction (rows) and threshold (columns), mean +- std over seeds, and
+   for each threshold whether every step up in fraction is larger than the seeds' spread (the
+   larger std of the two fractions);
+2. per threshold, over seeds: pseudo-mask mIoU (train split), IRD's precision and recall of the
+   saliency errors and the share of the dropped region on each injected error kind.
+"""
+import argparse
+import dataclasses
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from bench_harness import run_direct
+
+from harness.report import fraction_label
+from harness.sweep_config import load_sweep
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+IRD_COLUMNS = ('pseudo/mIoU', 'ird/precision', 'ird/recall', 'ird/share.missing_class',
+               'ird/share.missing_object', 'ird/share.false_coverage', 'ird/share.other')
+
+
+def mean_std(values: Sequence[Optional[float]]) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return '-'
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f'{statistics.mean(values):.2f} +- {spread:.2f}'
+
+
+def stdev(values: Sequence[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def miou_table(results: List[Dict]) -> List[str]:
+    """Markdown rows: fraction x threshold, and the rising-by-more-than-spread verdicts."""
+    fractions = sorted({r['labelled_fraction'] for r in results})
+    thresholds = sorted({r['saliency_threshold'] for r in results})
+    cell = {(f, t): [r['val/mIoU'] for r in results
+                     if (r['labelled_fraction'], r['saliency_threshold']) == (f, t)]
+            for f in fractions for t in thresholds}
+    lines = ['| labelled fraction | ' + ' | '.join(f'threshold {t:g}' for t in thresholds) + ' |',
+             '|---|' + '---:|' * len(thresholds)]
+    for fraction in fractions:
+        lines.append(f'| {fraction_label(fraction)} | ' + ' | '.join(
+            f'{mean_std(cell[fraction, t])} (n={len(cell[fraction, t])})'
+            for t in thresholds) + ' |')
+    lines.append('')
+    for threshold in thresholds:
+        steps = []
+        for low, high in zip(fractions, fractions[1:]):
+            rise = statistics.mean(cell[high, threshold]) - statistics.mean(cell[low, threshold])
+            spread = max(stdev(cell[low, threshold]), stdev(cell[high, threshold]))
+            steps.append((fraction_label(low), fraction_label(high), rise, spread))
+        verdict = all(rise > spread for *_, rise, spread in steps)
+        lines.append(f'threshold {threshold:g}: ' + '; '.join(
+            f'{low} -> {high}: {rise:+.2f} (spread {spread:.2f})'
+            for low, high, rise, spread in steps)
+            + f' => {"rises by more than the spread" if verdict else "NOT above the spread"}')
+    return lines
+
+
+def ird_table(results: List[Dict]) -> List[str]:
+    """Markdown rows: per threshold, the stage-1 figures over seeds (one per stage-1 run)."""
+    lines = ['| threshold | ' + ' | '.join(IRD_COLUMNS) + ' |',
+             '|---|' + '---:|' * len(IRD_COLUMNS)]
+    for threshold in sorted({r['saliency_threshold'] for r in results}):
+        runs = {r['seed']: r for r in results if r['saliency_threshold'] == threshold}
+        lines.append(f'| {threshold:g} | ' + ' | '.join(
+            mean_std([run.get(key) for run in runs.values()]) for key in IRD_COLUMNS) + ' |')
+    return lines
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('sweep_file', nargs='?', type=Path,
+                        default=PROJECT_ROOT / 'experiments' / 'quickstart.yaml')
+    parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
+    parser.add_argument('--out', type=Path, default=PROJECT_ROOT / 'outputs' / 'quickstart_seeds')
+    args = parser.parse_args(argv)
+    sweep = dataclasses.replace(load_sweep(args.sweep_file.resolve()), seeds=args.seeds)
+    seconds, _ = run_direct(sweep, args.out)
+    results = [json.loads(path.read_text())
+               for path in sorted((args.out / 'trials').glob('*/result.json'))]
+    print(f'{args.sweep_file.name}: {len(results)} trials (seeds {args.seeds}) in {seconds:.0f} s')
+    print('\nval mIoU (%), mean +- std over seeds:\n')
+    print('\n'.join(miou_table(results)))
+    print('\nstage 1 per threshold, mean +- std over seeds (percent):\n')
+    print('\n'.join(ird_table(results)))
+
+
+if __name__ == '__main__':
+    sys.exit(main())
