@@ -9,6 +9,7 @@ from typing import Any, List, Tuple
 
 from mmengine.config import Config
 
+from harness.amp import amp_optim_wrapper
 from harness.data import splits
 from harness.overrides import apply_overrides
 from harness.spec import TrialSpec, absolute
@@ -18,22 +19,28 @@ STAGE2_PARTS = ('labelled_dataset', 'pseudo_labelled_dataset')
 
 
 def stage1_config(spec: TrialSpec) -> Config:
-    """The stage-1 config: the file, ``spec.stage1`` overrides, data root, IRD threshold, seed."""
-    cfg = Config.fromfile(spec.stage1_config)
-    apply_overrides(cfg, spec.stage1, source=spec.stage1_config)
-    set_data_root(cfg, data_root_of(spec, cfg))
+    """The stage-1 config: the file, ``spec.stage1`` overrides, data root, IRD threshold, seed,
+    mixed precision."""
+    cfg = _common(spec, spec.stage1_config, spec.stage1)
     if saliency_loss_type(cfg) == 'IRDLoss':
         cfg.model.loss_sal.threshold = float(spec.saliency_threshold)
-    cfg.randomness = dict(seed=spec.seed)
     return cfg
 
 
 def stage2_config(spec: TrialSpec) -> Config:
-    """The stage-2 config: the file, ``spec.stage2`` overrides, data root, seed (no split yet)."""
-    cfg = Config.fromfile(spec.stage2_config)
-    apply_overrides(cfg, spec.stage2, source=spec.stage2_config)
+    """The stage-2 config: the file, ``spec.stage2`` overrides, data root, seed, mixed
+    precision (no split yet)."""
+    return _common(spec, spec.stage2_config, spec.stage2)
+
+
+def _common(spec: TrialSpec, config: str, overrides: dict) -> Config:
+    """A stage's config file with its overrides, the trial's data root, seed and ``amp``."""
+    cfg = Config.fromfile(config)
+    apply_overrides(cfg, overrides, source=config)
     set_data_root(cfg, data_root_of(spec, cfg))
     cfg.randomness = dict(seed=spec.seed)
+    if spec.amp:
+        cfg.optim_wrapper = amp_optim_wrapper(cfg.optim_wrapper)
     return cfg
 
 

@@ -71,13 +71,15 @@ def check_trials(specs: Sequence[TrialSpec], explicit: Collection[str], source: 
                     f'{source}: {label}' if label else source)
 
 
-def check_amp(specs: Sequence[TrialSpec], cuda_available: bool, source: str,
-              where_cuda: str = 'this machine') -> None:
-    """``amp: true`` needs CUDA where the trials run (``where_cuda`` says where that is)."""
-    if any(spec.amp for spec in specs) and not cuda_available:
-        raise InvalidSetting(f'{source}: amp is true, but {where_cuda} has no CUDA GPU: mixed '
-                             'precision (AmpOptimWrapper, bf16/fp16) runs on GPUs only; set amp: '
-                             'false')
+def check_amp(specs: Sequence[TrialSpec], cuda_available: bool, source: str) -> None:
+    """``amp: true`` needs CUDA on this machine (see :func:`harness.amp.check_amp_available`)."""
+    from harness.amp import AmpUnavailableError, check_amp_available
+
+    if any(spec.amp for spec in specs):
+        try:
+            check_amp_available(cuda_available)
+        except AmpUnavailableError as error:
+            raise InvalidSetting(f'{source}: {error}') from error
 
 
 def check_storage_path(path: str, key: str = 'storage_path') -> None:

@@ -112,3 +112,19 @@ def test_interrupted_trial_resumes_from_its_last_checkpoint(tiny_dataset, tmp_pa
     assert len(logs) == 2
     assert 'resumed epoch: 0, iter: 4' in logs[-1].read_text()
     assert (tmp_path / 'trial' / 'stage2' / 'iter_8.pth').is_file()
+
+
+@pytest.mark.parametrize('amp', [False, True])
+def test_amp_turns_both_stages_optimizers_into_amp_wrappers(amp, tiny_dataset):
+    from harness.stage_configs import stage1_config, stage2_config
+
+    spec = TrialSpec(data_root=str(tiny_dataset), amp=amp)
+    for cfg, optimizer in ((stage1_config(spec), 'AdamW'), (stage2_config(spec), 'AdamW')):
+        wrapper = cfg.optim_wrapper
+        assert wrapper.optimizer.type == optimizer  # the stage's own optimizer is kept
+        if amp:
+            # no CUDA here: float16 with dynamic loss scaling (bf16 where a GPU supports it)
+            assert (wrapper.type, wrapper.dtype, wrapper.loss_scale) == (
+                'AmpOptimWrapper', 'float16', 'dynamic')
+        else:
+            assert wrapper.type == 'OptimWrapper' and 'dtype' not in wrapper
