@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Creates the virtual environment .venv in the repo root and installs eps-harness with its stack:
+# Creates a virtual environment (.venv in the repo root) and installs eps-harness with its stack:
 # torch, mmcv (compiled with its CPU ops against that torch), mmengine, mmsegmentation, openmim,
-# ray[train,tune,default], mlflow and pytest.
+# ray[train,tune,default], mlflow and the dev extra (pytest, ...). Offline: see WHEELHOUSE.
 #
 # Environment knobs (the defaults suit a CPU machine with internet):
 #   PYTHON        interpreter that creates the venv                  (python3.11)
 #   VENV          the virtual environment to create or update        (.venv in the repo root)
-#   TORCH_SPEC    pip requirement for torch                           (torch==2.13.0)
+#   TORCH_SPEC    pip requirement for torch; PyPI's for Linux x86_64 is a CUDA build (torch==2.13.0)
 #                 e.g. TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126"
 #   REUSE_TORCH   1: install no torch but use the one PYTHON has (a GPU node's container, module
 #                 or conda torch): the venv sees PYTHON's site-packages after its own, as with
