@@ -1,42 +1,68 @@
-"""Benchmark of the project's PAMR against a straightforward conv-based implementation.
+"""Benchmark of the project's PAMR paths against a straightforward conv-based implementation.
 
-    python benchmarks/bench_pamr.py [--batch 8 --classes 21 --size 128 --mask-size 32
-                                     --iters 10 --repeats 3 --device cpu]
+    python benchmarks/bench_pamr.py [--shape ird|pseudo-mask|both] [--device cpu|cuda]
+                                    [--iters 10 --repeats 3]
 
-Both run the same algorithm (Araslanov & Roth, CVPR 2020) in float32 on the same random inputs
-with dilations (1, 2, 4, 8, 12, 24). Reported per implementation:
+Shapes (``--shape``, default both, one table each):
 
-* median wall time of ``--repeats`` forward passes after one warm-up (``time.perf_counter``;
-  on CUDA after ``torch.cuda.synchronize``), at torch's default number of threads;
-* peak memory of one forward pass, in a fresh subprocess per implementation, after a small
-  warm-up pass has loaded the kernels. CPU (Linux): the peak resident set size during the pass
-  (``VmHWM`` of ``/proc/self/status``, reset to the current size through
-  ``/proc/self/clear_refs`` just before the pass; ``getrusage``'s max RSS cannot be reset and
-  starts at the parent's size after ``fork``) minus the resident set size before it. CUDA:
-  ``torch.cuda.max_memory_allocated`` during the pass minus the allocation before it;
-* the largest absolute difference of its output from the conv-based one.
+* ``pseudo-mask``: batch 8, 21 classes, image 128x128, masks 32x32: ``EPSClassifier``'s
+  pseudo-masks (VOC's 21 classes, output stride 4);
+* ``ird``: batch 8, 1 class, image 448x448, masks 448x448: ``IRDLoss`` at the paper's crop (one
+  foreground map, refined at image resolution).
 
-The memory-traffic floor is the time the masks' traffic of the propagation alone would take at
-the bandwidth of a 256 MiB ``Tensor.copy_`` measured on the same device: ``iters`` passes that
-each read and write ``B * K * H * W`` float32 values.
+Every implementation runs the same algorithm (Araslanov & Roth, CVPR 2020) in float32 on the same
+random inputs with dilations (1, 2, 4, 8, 12, 24): the conv reference, each PAMR path that runs
+on the device (``embedding_bag`` and ``shifted`` everywhere, ``triton`` on CUDA where triton
+imports) and ``PAMR()`` as configs build it (``auto``, which picks a path per call). Reported:
+
+* first call: wall time of the first forward pass, which includes compiling the Triton kernels
+  (Triton caches them on disk, in ``~/.triton/cache``: a later process skips the compile);
+* median wall time of ``--repeats`` forward passes after that (``time.perf_counter``; on CUDA
+  after ``torch.cuda.synchronize``), at torch's default number of threads;
+* peak memory of one forward pass. CPU (Linux), in a fresh subprocess per implementation after a
+  small warm-up pass: the peak resident set size during the pass (``VmHWM`` of
+  ``/proc/self/status``, reset to the current size through ``/proc/self/clear_refs`` just before
+  the pass; ``getrusage``'s max RSS cannot be reset and starts at the parent's size after
+  ``fork``) minus the resident set size before it. CUDA: ``torch.cuda.max_memory_allocated``
+  during the pass minus the allocation before it;
+* the largest absolute difference of its output from the conv reference's;
+* speed-up over the conv reference, and time over the memory-traffic floor.
+
+The memory-traffic floor is the time that the masks' traffic of the propagation alone would
+take at the bandwidth of a 256 MiB ``Tensor.copy_`` measured on the same device: ``iters`` passes
+that each read and write ``B * K * H * W`` float32 values. It leaves out the image and the
+affinities, which any implementation reads too.
 """
 import argparse
+import importlib.metadata
 import os
 import statistics
 import subprocess
 import sys
 import time
-from typing import Callable, List, Sequence
+from typing import Callable, Dict, List, NamedTuple, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from harness.eps.pamr import PAMR
+from harness.eps.pamr import PAMR, triton_kernels
 
 DILATIONS = (1, 2, 4, 8, 12, 24)
-IMPLEMENTATIONS = ('conv reference', 'harness PAMR')
+
+
+class Shape(NamedTuple):
+    batch: int
+    classes: int
+    size: int
+    mask_size: int
+
+
+SHAPES: Dict[str, Shape] = {
+    'pseudo-mask': Shape(batch=8, classes=21, size=128, mask_size=32),
+    'ird': Shape(batch=8, classes=1, size=448, mask_size=448),
+}
 
 
 class ConvPAMR(nn.Module):
@@ -70,16 +96,27 @@ class ConvPAMR(nn.Module):
         return masks
 
 
+def implementations(device: torch.device) -> List[str]:
+    """Names of what runs on ``device``: the reference, PAMR's paths there, and ``auto``."""
+    paths = ['embedding_bag', 'shifted']
+    if device.type == 'cuda' and triton_kernels() is not None:
+        paths.append('triton')
+    return ['conv reference'] + paths + ['auto']
+
+
 def build(name: str, iters: int, device: torch.device) -> nn.Module:
-    module = ConvPAMR(iters, DILATIONS) if name == 'conv reference' else PAMR(iters, DILATIONS)
-    return module.to(device)
+    if name == 'conv reference':
+        return ConvPAMR(iters, DILATIONS).to(device)
+    return PAMR(iters, DILATIONS, path=name).to(device)
 
 
-def make_inputs(args: argparse.Namespace, device: torch.device) -> List[Tensor]:
+def make_inputs(shape: Shape, device: torch.device) -> List[Tensor]:
     generator = torch.Generator().manual_seed(0)
-    image = torch.rand(args.batch, 3, args.size, args.size, generator=generator)
-    masks = torch.rand(args.batch, args.classes, args.mask_size, args.mask_size,
-                       generator=generator).softmax(1)
+    image = torch.rand(shape.batch, 3, shape.size, shape.size, generator=generator)
+    masks = torch.rand(shape.batch, shape.classes, shape.mask_size, shape.mask_size,
+                       generator=generator)
+    # Class probabilities; one class is a foreground map in [0, 1] (a softmax would make it 1).
+    masks = masks.softmax(1) if shape.classes > 1 else masks
     return [image.to(device), masks.to(device)]
 
 
@@ -88,16 +125,13 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def median_seconds(run: Callable[[], object], repeats: int, device: torch.device) -> float:
+def timed(run: Callable[[], object], device: torch.device) -> float:
+    """Seconds of one call of ``run``, with the device's queue drained before and after."""
+    synchronize(device)
+    start = time.perf_counter()
     run()
     synchronize(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return time.perf_counter() - start
 
 
 def status_mib(field: str) -> float:
@@ -109,91 +143,118 @@ def status_mib(field: str) -> float:
     raise KeyError(field)
 
 
-def peak_memory_mib(name: str, args: argparse.Namespace, device: torch.device) -> float:
-    """Peak memory of one forward pass (see the module docstring); CPU in this process, so it
-    must be a fresh one."""
-    module = build(name, args.iters, device)
-    inputs = make_inputs(args, device)
-    with torch.no_grad():
-        module(inputs[0][:1, :, :16, :16], inputs[1][:1, :, :4, :4])
-        if device.type == 'cuda':
-            torch.cuda.synchronize(device)
-            torch.cuda.reset_peak_memory_stats(device)
-            before = torch.cuda.memory_allocated(device)
-            module(*inputs)
-            torch.cuda.synchronize(device)
-            return (torch.cuda.max_memory_allocated(device) - before) / 2**20
-        with open('/proc/self/clear_refs', 'w') as clear_refs:
-            clear_refs.write('5')
-        before = status_mib('VmRSS')
+def peak_memory_mib(module: nn.Module, inputs: List[Tensor], device: torch.device) -> float:
+    """Peak memory of one forward pass (see the module docstring). On CPU it must run in a
+    fresh process whose only other pass was a small warm-up."""
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
         module(*inputs)
-        return status_mib('VmHWM') - before
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+    with open('/proc/self/clear_refs', 'w') as clear_refs:
+        clear_refs.write('5')
+    before = status_mib('VmRSS')
+    module(*inputs)
+    return status_mib('VmHWM') - before
 
 
-def peak_memory_in_subprocess(name: str, args: argparse.Namespace) -> float:
+def cpu_peak_memory_in_subprocess(name: str, shape_name: str, iters: int) -> float:
     command = [sys.executable, os.path.abspath(__file__), '--memory-of', name,
-               '--batch', str(args.batch), '--classes', str(args.classes),
-               '--size', str(args.size), '--mask-size', str(args.mask_size),
-               '--iters', str(args.iters), '--device', args.device]
+               '--shape', shape_name, '--iters', str(iters), '--device', 'cpu']
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     return float(output.strip().splitlines()[-1])
+
+
+def memory_of(name: str, shape_name: str, iters: int) -> float:
+    """The CPU subprocess's side of :func:`cpu_peak_memory_in_subprocess`."""
+    device = torch.device('cpu')
+    module = build(name, iters, device)
+    image, masks = make_inputs(SHAPES[shape_name], device)
+    module(image[:1, :, :16, :16], masks[:1, :, :4, :4])
+    return peak_memory_mib(module, [image, masks], device)
 
 
 def copy_bandwidth(device: torch.device, repeats: int = 5) -> float:
     """Bytes per second moved (read + written) by a 256 MiB ``Tensor.copy_``."""
     source = torch.ones(64 * 2**20, device=device)
     target = torch.empty_like(source)
-    seconds = median_seconds(lambda: target.copy_(source), repeats, device)
+    target.copy_(source)
+    seconds = statistics.median(timed(lambda: target.copy_(source), device)
+                                for _ in range(repeats))
     return 2 * source.numel() * source.element_size() / seconds
+
+
+def bench_shape(shape_name: str, args: argparse.Namespace, device: torch.device,
+                bandwidth: float) -> None:
+    """Prints the table of one shape."""
+    shape = SHAPES[shape_name]
+    inputs = make_inputs(shape, device)
+    print(f'\n### {shape_name}: batch {shape.batch}, {shape.classes} classes, image '
+          f'{shape.size}x{shape.size}, masks {shape.mask_size}x{shape.mask_size}, '
+          f'{args.iters} iterations\n')
+    floor = 2 * args.iters * shape.batch * shape.classes * shape.size * shape.size * 4 / bandwidth
+    print('| implementation | first call (s) | median time (ms) | peak memory (MiB) '
+          '| max abs diff | speed-up | x floor |')
+    print('|---|---:|---:|---:|---:|---:|---:|')
+    reference = None
+    for name in implementations(device):
+        module = build(name, args.iters, device)
+        label = name if name == 'conv reference' else f"PAMR '{name}'"
+        if name == 'auto':
+            label = f"PAMR auto (-> '{module.select_path(*inputs)}')"
+        try:
+            first_call = timed(lambda: module(*inputs), device)
+        # A path that cannot run here (a Triton kernel that does not compile) is reported in
+        # its row; the other rows are still worth having.
+        except Exception as error:
+            print(f'| {label} | failed: {type(error).__name__}: {error} | | | | | |'
+                  .replace('\n', ' '))
+            continue
+        seconds = statistics.median(timed(lambda: module(*inputs), device)
+                                    for _ in range(args.repeats))
+        output = module(*inputs)
+        if device.type == 'cuda':
+            memory = peak_memory_mib(module, inputs, device)
+        else:
+            memory = cpu_peak_memory_in_subprocess(name, shape_name, args.iters)
+        if reference is None:
+            reference = (output, seconds)
+        difference = (output - reference[0]).abs().max().item()
+        print(f'| {label} | {first_call:.3f} | {seconds * 1e3:.2f} | {memory:.1f} | '
+              f'{difference:.1e} | {reference[1] / seconds:.1f}x | {seconds / floor:.1f}x |',
+              flush=True)
+    print(f'\nmemory-traffic floor: {2 * args.iters} passes over {shape.batch} x '
+          f'{shape.classes} x {shape.size}^2 float32 masks at {bandwidth / 2**30:.1f} GiB/s = '
+          f'{floor * 1e3:.3f} ms')
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--batch', type=int, default=8)
-    parser.add_argument('--classes', type=int, default=21)
-    parser.add_argument('--size', type=int, default=128, help='image height and width')
-    parser.add_argument('--mask-size', type=int, default=32, help='mask height and width')
+    parser.add_argument('--shape', default='both', choices=tuple(SHAPES) + ('both', ))
     parser.add_argument('--iters', type=int, default=10)
     parser.add_argument('--repeats', type=int, default=3)
     parser.add_argument('--device', default='cpu', choices=('cpu', 'cuda'))
-    parser.add_argument('--memory-of', choices=IMPLEMENTATIONS, help=argparse.SUPPRESS)
+    parser.add_argument('--memory-of', help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.device == 'cuda' and not torch.cuda.is_available():
         parser.error('--device cuda: CUDA is not available')
     device = torch.device(args.device)
+    torch.set_grad_enabled(False)
     if args.memory_of:
-        print(peak_memory_mib(args.memory_of, args, device))
+        print(memory_of(args.memory_of, args.shape, args.iters))
         return
 
-    print(f'torch {torch.__version__}, device {device}, {torch.get_num_threads()} threads, '
-          f'load average {os.getloadavg()[0]:.2f}')
-    print(f'batch {args.batch}, {args.classes} classes, image {args.size}x{args.size}, masks '
-          f'{args.mask_size}x{args.mask_size}, {args.iters} iterations, dilations {DILATIONS}, '
-          f'float32, median of {args.repeats}\n')
-    inputs = make_inputs(args, device)
-    results = {}
-    with torch.no_grad():
-        for name in IMPLEMENTATIONS:
-            module = build(name, args.iters, device)
-            output = module(*inputs)
-            seconds = median_seconds(lambda: module(*inputs), args.repeats, device)
-            memory = peak_memory_in_subprocess(name, args)
-            results[name] = (seconds, memory, output)
-    reference_seconds, _, reference = results['conv reference']
-    print('| implementation | median time (s) | peak memory (MiB) | max abs diff | speed-up |')
-    print('|---|---:|---:|---:|---:|')
-    for name, (seconds, memory, output) in results.items():
-        difference = (output - reference).abs().max().item()
-        print(f'| {name} | {seconds:.4f} | {memory:.1f} | {difference:.1e} | '
-              f'{reference_seconds / seconds:.1f}x |')
-
+    triton_version = (importlib.metadata.version('triton') if triton_kernels() is not None
+                      else 'not importable')
+    name = torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'
+    print(f'torch {torch.__version__}, triton {triton_version}, device {device} ({name}), '
+          f'{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.2f}; '
+          f'dilations {DILATIONS}, float32, median of {args.repeats}')
     bandwidth = copy_bandwidth(device)
-    mask_bytes = 2 * args.iters * args.batch * args.classes * args.size * args.size * 4
-    floor = mask_bytes / bandwidth
-    fast_seconds = results['harness PAMR'][0]
-    print(f'\nmemory-traffic floor: {mask_bytes / 2**20:.0f} MiB of mask reads and writes at '
-          f'{bandwidth / 2**30:.1f} GiB/s (256 MiB copy_) = {floor * 1e3:.1f} ms; '
-          f'harness PAMR takes {fast_seconds / floor:.1f}x that')
+    for shape_name in (SHAPES if args.shape == 'both' else [args.shape]):
+        bench_shape(shape_name, args, device, bandwidth)
 
 
 if __name__ == '__main__':
