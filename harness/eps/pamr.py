@@ -176,7 +176,7 @@ class PAMR(nn.Module):
             raise ValueError(f"PAMR: path 'triton' computes in float32, got {dtype} inputs")
         image = image.to(dtype)
         # Upsampling channels-last is faster and makes embedding_bag's [B * H * W, K] table a
-        # view; the other paths read one class plane at a time.
+        # view; 'shifted' works on class planes, 'triton' packs the masks itself.
         layout = torch.channels_last if path == 'embedding_bag' else torch.contiguous_format
         masks = F.interpolate(masks.to(dtype).contiguous(memory_format=layout),
                               size=image.shape[-2:], mode='bilinear', align_corners=True)
