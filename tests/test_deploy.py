@@ -7,6 +7,7 @@ import contextlib
 import importlib.util
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -88,6 +89,10 @@ def test_rayjob_has_the_fields_kuberay_requires(rayjob):
     cluster = spec['rayClusterSpec']
     head = cluster['headGroupSpec']
     assert head['template']['spec']['containers'][0]['image']
+    auth = cluster.get('authOptions', {})
+    if auth.get('mode') == 'token':  # KubeRay: Ray >= 2.52, and no Kubernetes token auth for RayJobs
+        version = tuple(int(part) for part in cluster['rayVersion'].split('.'))
+        assert version >= (2, 52, 0) and not auth.get('enableK8sTokenAuth')
     assert cluster['workerGroupSpecs'], 'a RayJob of this project needs GPU workers'
     for group in cluster['workerGroupSpecs']:
         # The CRD requires groupName, minReplicas, maxReplicas and template; without the
@@ -210,9 +215,11 @@ def slurm_job(tmp_path):
                SLURM_CPUS_ON_NODE='2', SRUN_LOG=str(tmp_path / 'srun.log'),
                VENV=str(Path(sys.executable).parent.parent), STORAGE_PATH=str(tmp_path / 'sweeps'),
                RAY_PORT=str(free_port()), RAY_TEMP_DIR=temp_dir, RAY_WAIT_TIMEOUT='120',
+               RAY_AUTH_TOKEN=secrets.token_hex(32),  # not ~/.ray/auth_token: none made here
                RAY_START_ARGS=f'--include-dashboard=false --ray-client-server-port={free_port()} '
                               f'--dashboard-agent-listen-port={free_port()}')
-    for name in ('SLURM_GPUS_ON_NODE', 'EPS_HARNESS_DIR', 'RAY_ADDRESS'):
+    for name in ('SLURM_GPUS_ON_NODE', 'EPS_HARNESS_DIR', 'RAY_ADDRESS', 'RAY_AUTH_MODE',
+                 'RAY_AUTH_TOKEN_PATH'):
         env.pop(name, None)
     yield env
     for pid in processes_mentioning(temp_dir):
@@ -264,6 +271,7 @@ def test_sbatch_reports_a_ray_start_that_failed(slurm_job, tmp_path):
     (['experiments/quickstart.yaml'], {'SLURM_JOB_ID': ''}, 'not inside a SLURM job'),
     (['experiments/quickstart.yaml'], {'VENV': '/nonexistent'}, 'VENV=/nonexistent has no bin/ray'),
     (['experiments/quickstart.yaml'], {'SLURM_CPUS_PER_TASK': ''}, 'no SLURM_CPUS_PER_TASK'),
+    (['experiments/quickstart.yaml'], {'RAY_AUTH_MODE': 'off'}, 'RAY_AUTH_MODE=off: use token'),
 ])
 def test_sbatch_refuses_what_cannot_work(slurm_job, tmp_path, arguments, env, message):
     result = subprocess.run(['bash', str(SBATCH), *arguments], env={**slurm_job, **env},
