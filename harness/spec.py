@@ -39,6 +39,10 @@ class TrialSpec:
         seed: Seed of both stages and of the labelled subset, an integer in [0, 2**32).
         data_root: Dataset folder for both stages (default: the configs' own ``data_root``).
         amp: Mixed precision for both stages (MMEngine's ``AmpOptimWrapper``; needs CUDA).
+        stage2_init_from_stage1: Stage 2's backbone starts from the trained stage-1 network's
+            backbone (the same architecture) instead of its config's initialisation: where no
+            ImageNet weights are at hand (the bundled configs train from scratch), the stage-1
+            classifier is the pretrained backbone there is.
         stage1: MMEngine ``cfg-options`` for stage 1 (dotted keys that must exist).
         stage2: MMEngine ``cfg-options`` for stage 2.
     """
@@ -52,6 +56,7 @@ class TrialSpec:
     seed: int = 0
     data_root: Optional[str] = None
     amp: bool = False
+    stage2_init_from_stage1: bool = False
     stage1: Dict[str, Any] = field(default_factory=dict)
     stage2: Dict[str, Any] = field(default_factory=dict)
 
@@ -68,8 +73,9 @@ class TrialSpec:
                 or not 0 <= self.seed < SEED_LIMIT):
             raise ValueError(f'seed {self.seed!r} must be an integer in [0, 2**32)')
         self.seed = int(self.seed)
-        if not isinstance(self.amp, bool):
-            raise ValueError(f'amp {self.amp!r} must be true or false')
+        for name in ('amp', 'stage2_init_from_stage1'):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f'{name} {getattr(self, name)!r} must be true or false')
         for name in ('split_file', 'data_root'):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value):

@@ -35,7 +35,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from harness.sweep_config import (TRAINABLE_CPUS, SweepConfig, SweepConfigError, check_resources,
                                   check_trials, load_sweep)
@@ -133,16 +133,23 @@ def _report_with_checkpoint(metrics: Dict[str, Any], work_dir: Path, rank: int) 
 
 
 def _record_worker(work_dir: Path, rank: int) -> None:
-    """Appends this worker's rank, Ray node, host, pid and torch thread count to
-    ``<work_dir>/workers.jsonl``."""
+    """Appends this worker's rank, Ray node, host, pid, torch thread count, process-group backend
+    and CUDA device to ``<work_dir>/workers.jsonl``."""
     import ray
     import torch
+
+    import torch.distributed as dist
 
     work_dir.mkdir(parents=True, exist_ok=True)
     line = json.dumps({'rank': rank, 'node_id': ray.get_runtime_context().get_node_id(),
                        'host': socket.gethostname(), 'pid': os.getpid(),
                        'torch_threads': torch.get_num_threads(),
-                       'omp_num_threads': os.environ.get('OMP_NUM_THREADS'), 'time': time.time()})
+                       'omp_num_threads': os.environ.get('OMP_NUM_THREADS'),
+                       'backend': dist.get_backend() if dist.is_initialized() else None,
+                       'cuda_device': (torch.cuda.current_device() if torch.cuda.is_available()
+                                       else None),
+                       'cuda_visible_devices': os.environ.get('CUDA_VISIBLE_DEVICES'),
+                       'time': time.time()})
     with open(work_dir / 'workers.jsonl', 'a') as handle:
         handle.write(line + '\n')
 
@@ -155,13 +162,12 @@ def tune_trial(config: Dict[str, Any], sweep: SweepConfig, tracking: Dict[str, s
     ``<experiment>/trials/<trial id>``: a restored sweep finds both again.
     """
     import ray.tune
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig
+    from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
     trial_id = ray.tune.get_context().get_trial_id()
-    resources = sweep.resources
-    use_gpu = resources.gpus_per_worker > 0
+    scaling_config, torch_config = worker_group(sweep)
     trainer = TorchTrainer(
         train_func,
         train_loop_config={
@@ -169,17 +175,30 @@ def tune_trial(config: Dict[str, Any], sweep: SweepConfig, tracking: Dict[str, s
             'work_dir': str(trial_dir(sweep, trial_id)),
             'stage1_cache': str(sweep.experiment_dir / 'stage1'), 'tracking': tracking,
             'working_dir': sweep.working_dir, 'verbose': verbose},
-        scaling_config=ScalingConfig(
-            num_workers=resources.num_workers, use_gpu=use_gpu,
-            resources_per_worker={'CPU': resources.cpus_per_worker,
-                                  **({'GPU': resources.gpus_per_worker} if use_gpu else {})}),
-        torch_config=TorchConfig(backend='nccl' if use_gpu else 'gloo'),
+        scaling_config=scaling_config,
+        torch_config=torch_config,
         run_config=RunConfig(
             name=trial_id, storage_path=str(sweep.experiment_dir / 'train'),
             failure_config=FailureConfig(max_failures=sweep.failure.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=1),
             callbacks=[TuneReportCallback()]))
     trainer.fit()
+
+
+def worker_group(sweep: SweepConfig) -> Tuple[Any, Any]:
+    """A trial's Ray Train ``ScalingConfig`` and ``TorchConfig``: ``num_workers`` workers of
+    ``cpus_per_worker`` CPUs and, with ``gpus_per_worker > 0``, that many GPUs each (a fraction
+    shares one GPU between trials) and NCCL; gloo on CPUs."""
+    from ray.train import ScalingConfig
+    from ray.train.torch import TorchConfig
+
+    resources = sweep.resources
+    use_gpu = resources.gpus_per_worker > 0
+    scaling = ScalingConfig(
+        num_workers=resources.num_workers, use_gpu=use_gpu,
+        resources_per_worker={'CPU': resources.cpus_per_worker,
+                              **({'GPU': resources.gpus_per_worker} if use_gpu else {})})
+    return scaling, TorchConfig(backend='nccl' if use_gpu else 'gloo')
 
 
 def trial_dir(sweep: SweepConfig, trial_id: str) -> Path:

@@ -121,7 +121,7 @@ def run_trial(spec: TrialSpec, work_dir: Path, stage1_cache: Optional[Path] = No
     stage1_result = _run_stage1_once(cfg1, stage1_dir, report)
     stage1_seconds = time.perf_counter() - started if not stage1_result['reused'] else 0.0
 
-    cfg2 = _stage2_training_config(spec, work_dir, stage1_dir / 'pseudo_masks')
+    cfg2 = _stage2_training_config(spec, work_dir, stage1_dir)
     started = time.perf_counter()
     stage2_metrics = _run_stage(cfg2, 'val', report)
     stage2_seconds = time.perf_counter() - started
@@ -174,10 +174,12 @@ def _claim_work_dir(work_dir: Path, spec: TrialSpec) -> None:
     _barrier()
 
 
-def _stage2_training_config(spec: TrialSpec, work_dir: Path, pseudo_masks: Path) -> Config:
+def _stage2_training_config(spec: TrialSpec, work_dir: Path, stage1_dir: Path) -> Config:
     """The stage-2 config of the trial with its split written to ``<work_dir>/splits``: the
-    labelled ids with their masks, the others with stage 1's pseudo-masks."""
+    labelled ids with their masks, the others with the pseudo-masks of the stage-1 run in
+    ``stage1_dir``, whose backbone stage 2 starts from with ``stage2_init_from_stage1``."""
     cfg = stage2_config(spec)
+    pseudo_masks = stage1_dir / 'pseudo_masks'
     labelled, unlabelled = labelled_split(spec, cfg)
     labelled_part, pseudo_part = cfg.labelled_dataset, cfg.pseudo_labelled_dataset
     labelled_part.ann_file = str(splits.write_ids(work_dir / 'splits' / 'labeled.txt', labelled))
@@ -188,6 +190,11 @@ def _stage2_training_config(spec: TrialSpec, work_dir: Path, pseudo_masks: Path)
     pseudo_part.data_prefix.seg_map_path = str(pseudo_masks)
     parts = [part for part, ids in ((labelled_part, labelled), (pseudo_part, unlabelled)) if ids]
     cfg.train_dataloader.dataset = dict(type='ConcatDataset', datasets=parts)
+    if spec.stage2_init_from_stage1:
+        checkpoint = (stage1_dir / 'last_checkpoint').read_text().strip()
+        cfg.model.pretrained = None
+        cfg.model.backbone.init_cfg = dict(type='Pretrained', checkpoint=checkpoint,
+                                           prefix='backbone.')
     cfg.work_dir = str(work_dir / 'stage2')
     if _rank() == 0:
         cfg.dump(str(work_dir / 'stage2_config.py'))

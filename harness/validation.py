@@ -64,6 +64,7 @@ def check_trials(specs: Sequence[TrialSpec], explicit: Collection[str], source: 
         cfg1, cfg2 = built[key]
         _check_settings_used(spec, cfg1, explicit, where)
         _check_stage_roles(spec, cfg1, cfg2, where)
+        _check_stage2_init(spec, cfg1, cfg2, where)
         stage_configs.append((cfg1, cfg2))
     _check_distinct(specs, labels, [cfg1 for cfg1, _ in stage_configs], source)
     for spec, label, (cfg1, cfg2) in zip(specs, labels, stage_configs):
@@ -177,6 +178,27 @@ def _check_stage_roles(spec: TrialSpec, cfg1: Config, cfg2: Config, where: str) 
         raise InvalidSetting(
             f'{where}: {spec.stage1_config} has no PAMRHook in custom_hooks, so stage 1 writes no '
             'pseudo-masks, which stage 2 needs (task wsss, or ssss with a fraction < 1)')
+
+
+# Backbone settings that do not change its weights: which stages it outputs, the kind of
+# batch norm (SyncBN is BN with synchronised statistics) and how it is initialised.
+BACKBONE_KEYS_WITHOUT_WEIGHTS = ('out_indices', 'norm_cfg', 'norm_eval', 'init_cfg', 'pretrained')
+
+
+def _check_stage2_init(spec: TrialSpec, cfg1: Config, cfg2: Config, where: str) -> None:
+    """Stage 2 can start from stage 1's backbone only if the two backbones are one
+    architecture."""
+    if not spec.stage2_init_from_stage1:
+        return
+    backbones = [{key: value for key, value in cfg.model.backbone.items()
+                  if key not in BACKBONE_KEYS_WITHOUT_WEIGHTS} for cfg in (cfg1, cfg2)]
+    differing = sorted(key for key in set(backbones[0]) | set(backbones[1])
+                       if backbones[0].get(key) != backbones[1].get(key))
+    if differing:
+        raise InvalidSetting(
+            f'{where}: stage2_init_from_stage1 is set, but the backbones of {spec.stage1_config} '
+            f'and {spec.stage2_config} differ in {differing}: stage 2 can start from stage 1\'s '
+            'weights only with the same backbone')
 
 
 def _check_distinct(specs: Sequence[TrialSpec], labels: Sequence[str], stage1_cfgs: List[Config],

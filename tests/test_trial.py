@@ -128,3 +128,35 @@ def test_amp_turns_both_stages_optimizers_into_amp_wrappers(amp, tiny_dataset):
                 'AmpOptimWrapper', 'float16', 'dynamic')
         else:
             assert wrapper.type == 'OptimWrapper' and 'dtype' not in wrapper
+
+
+def test_stage2_can_start_from_the_stage1_backbone(tiny_dataset, tmp_path):
+    """With stage2_init_from_stage1, every backbone weight of the stage-2 network starts as the
+    stage-1 checkpoint's (and the decode head does not)."""
+    import torch
+    from mmengine.registry import DefaultScope
+
+    from harness.eps.checkpoints import trusted_checkpoint_loading
+    from harness.stage_configs import stage1_config
+    from harness.trial import _stage2_training_config
+    from mmseg.registry import MODELS
+
+    spec = short_spec(tiny_dataset, stage2_init_from_stage1=True).resolved()
+    stage1_dir = tmp_path / 'stage1'
+    (stage1_dir / 'pseudo_masks').mkdir(parents=True)
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        torch.manual_seed(0)
+        stage1 = MODELS.build(stage1_config(spec).model)
+        torch.save({'state_dict': stage1.state_dict(), 'meta': {}}, stage1_dir / 'iter_8.pth')
+        (stage1_dir / 'last_checkpoint').write_text(str(stage1_dir / 'iter_8.pth'))
+        cfg = _stage2_training_config(spec, tmp_path / 'trial', stage1_dir)
+        torch.manual_seed(1)
+        stage2 = MODELS.build(cfg.model)
+        with trusted_checkpoint_loading():
+            stage2.init_weights()
+    weights = stage2.backbone.state_dict()
+    assert weights and all(torch.equal(value, stage1.state_dict()[f'backbone.{name}'])
+                           for name, value in weights.items())
+    without = _stage2_training_config(short_spec(tiny_dataset).resolved(), tmp_path / 'plain',
+                                      stage1_dir)
+    assert 'init_cfg' not in without.model.backbone

@@ -95,6 +95,11 @@ TRIAL_CASES = [
     (['task=wsss', 'fraction=1/8'], 'labelled_fraction is set, but task is wsss'),
     ([f'stage1_config={EPS_STAGE1}', 'threshold=0.3'],
      'saliency_threshold is set, but'),
+    # stage 2 from stage 1's backbone needs one backbone architecture (the VOC configs' differ)
+    (['stage2_init_from_stage1=true',
+      'stage1_config=mm_configs/eps/epspp-ird_r101-d8_1xb8-26k_voc12aug-448x448.py',
+      'stage2_config=mm_configs/stage2/deeplabv3plus_r101-d8_4xb4-40k_voc12aug-512x512.py'],
+     "stage2_init_from_stage1 is set, but the backbones of"),
     # amp without CUDA (this machine and CI have none)
     (['amp=true'], 'amp is true, but this machine has no CUDA GPU'),
 ]

@@ -1,0 +1,88 @@
+"""The GPU code path: trials and sweeps on CUDA (NCCL process group, one GPU shared by trials,
+resume on the GPU), and the worker-group settings that select it.
+
+The tests that need CUDA are skipped where there is none (``pytest -ra`` lists them with the
+reason); the settings are checked everywhere.
+"""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from harness.sweep_config import parse_sweep
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
+                                reason='needs a CUDA GPU (none on this machine)')
+SHORT = {f'{stage}.{key}': value
+         for stage in ('stage1', 'stage2')
+         for key, value in (('train_cfg.max_iters', 8), ('train_cfg.val_interval', 8),
+                            ('param_scheduler.0.end', 8),
+                            ('default_hooks.checkpoint.interval', 4),
+                            ('train_dataloader.batch_size', 4))}
+
+
+@pytest.mark.parametrize('gpus,backend,resources', [
+    (0, 'gloo', {'CPU': 2.0}),
+    (0.25, 'nccl', {'CPU': 2.0, 'GPU': 0.25}),
+    (1, 'nccl', {'CPU': 2.0, 'GPU': 1.0}),
+])
+def test_worker_group_selects_nccl_and_gpus(gpus, backend, resources):
+    from harness.sweep import worker_group
+
+    sweep = parse_sweep({'name': 'gpu', 'resources': {
+        'num_workers': 2, 'cpus_per_worker': 2, 'gpus_per_worker': gpus}}, 'gpu.yaml')
+    scaling, torch_config = worker_group(sweep)
+    assert scaling.num_workers == 2 and scaling.use_gpu == (gpus > 0)
+    assert scaling.resources_per_worker == resources
+    assert torch_config.backend == backend
+
+
+def test_quickstart_gpu_shares_one_gpu_between_four_trials():
+    sweep = parse_sweep(yaml.safe_load(
+        (PROJECT_ROOT / 'experiments' / 'quickstart_gpu.yaml').read_text()), 'quickstart_gpu.yaml')
+    assert sweep.resources.gpus_per_worker == 0.25 and sweep.max_concurrent_trials == 4
+    assert sweep.seeds == [0, 1]
+    assert {'fraction', 'threshold'} <= set(sweep.search_space)
+    assert not any(key.endswith('max_iters') for key in sweep.overrides)  # full schedules
+
+
+@needs_cuda
+def test_a_trial_trains_on_the_gpu_and_resumes_there(tiny_dataset, tmp_path):
+    from harness.trial import TrialSpec, run_trial
+
+    spec = TrialSpec(data_root=str(tiny_dataset), task='wsss').with_overrides(SHORT)
+    run_trial(spec.with_overrides({'stage2.train_cfg.max_iters': 4}), tmp_path / 'trial')
+    (tmp_path / 'trial' / 'result.json').unlink()
+    result = run_trial(spec, tmp_path / 'trial')
+    logs = sorted((tmp_path / 'trial' / 'stage2').glob('*/*.log'))
+    assert len(logs) == 2
+    assert 'CUDA available: True' in logs[-1].read_text()
+    assert 'resumed epoch: 0, iter: 4' in logs[-1].read_text()
+    assert result['val/mIoU'] is not None
+
+
+@needs_cuda
+@pytest.mark.slow
+def test_two_trials_share_one_gpu_over_nccl(tiny_dataset, tmp_path):
+    import ray
+
+    from harness.sweep import main
+
+    path = tmp_path / 'gpu.yaml'
+    path.write_text(yaml.safe_dump({
+        'name': 'gpu', 'data_root': str(tiny_dataset), 'overrides': SHORT,
+        'search_space': {'threshold': {'grid_search': [0.3, 0.5]}},
+        'resources': {'num_workers': 1, 'cpus_per_worker': 1, 'gpus_per_worker': 0.5},
+        'max_concurrent_trials': 2, 'storage_path': str(tmp_path / 'sweeps')}))
+    try:
+        assert main([str(path)]) == 0
+    finally:
+        ray.shutdown()
+    records = [json.loads(line) for records in
+               (tmp_path / 'sweeps' / 'gpu' / 'trials').glob('*/workers.jsonl')
+               for line in records.read_text().splitlines()]
+    assert len(records) == 2
+    assert all(r['backend'] == 'nccl' and r['cuda_device'] == 0 for r in records)
