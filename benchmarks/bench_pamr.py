@@ -191,7 +191,8 @@ def bench_shape(shape_name: str, args: argparse.Namespace, device: torch.device,
     """Prints the table of one shape."""
     shape = SHAPES[shape_name]
     inputs = make_inputs(shape, device)
-    print(f'\n### {shape_name}: batch {shape.batch}, {shape.classes} classes, image '
+    print(f'\n### {shape_name}: batch {shape.batch}, {shape.classes} '
+          f'{"class" if shape.classes == 1 else "classes"}, image '
           f'{shape.size}x{shape.size}, masks {shape.mask_size}x{shape.mask_size}, '
           f'{args.iters} iterations\n')
     floor = 2 * args.iters * shape.batch * shape.classes * shape.size * shape.size * 4 / bandwidth
