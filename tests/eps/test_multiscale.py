@@ -4,6 +4,7 @@ from typing import List, Tuple
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from mmengine.registry import DefaultScope
 
 import harness.eps  # noqa: F401
@@ -17,11 +18,12 @@ NO_REFINEMENT = dict(mode='whole', bg_threshold=None, pamr=None)
 class ControlledMaps(EPSClassifier):
     """An EPSClassifier whose "features" are fixed functions of its input, so that the CAMHead's
     weights set the maps exactly: the 3 input channels, a column ramp 0..1 (left to right, so
-    a mirrored pass sees it reversed) and the input width / 8 (so a scaled pass sees its scale).
-    It records the size of every input it sees."""
+    a mirrored pass sees it reversed) and the input width / 8 (so a scaled pass sees its scale),
+    averaged over ``stride x stride`` pixels. It records the size of every input it sees."""
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, stride: int = 1, **kwargs) -> None:
         super().__init__(**kwargs)
+        self.stride = stride
         self.seen: List[Tuple[int, int]] = []
 
     def extract_feat(self, inputs: torch.Tensor) -> List[torch.Tensor]:
@@ -29,13 +31,14 @@ class ControlledMaps(EPSClassifier):
         self.seen.append((height, width))
         ramp = torch.linspace(0, 1, width).expand(batch, 1, height, width)
         scale = torch.full((batch, 1, height, width), width / 8)
-        return [torch.cat([inputs, ramp, scale], dim=1)]
+        return [F.avg_pool2d(torch.cat([inputs, ramp, scale], dim=1), self.stride)]
 
 
-def controlled(weights, **test_cfg) -> ControlledMaps:
-    """Maps ``[1, 3, H, W]`` (background, class 1, class 2) = ``weights [3, 5]`` x features."""
+def controlled(weights, stride=1, **test_cfg) -> ControlledMaps:
+    """Maps ``[1, 3, H / stride, W / stride]`` (background, class 1, class 2) = ``weights [3, 5]``
+    x features."""
     with DefaultScope.overwrite_default_scope('mmseg'):
-        model = ControlledMaps(backbone=BACKBONE,
+        model = ControlledMaps(stride=stride, backbone=BACKBONE,
                                decode_head=dict(type='CAMHead', in_channels=5, num_classes=2),
                                test_cfg={**NO_REFINEMENT, **test_cfg})
     with torch.no_grad():
@@ -95,9 +98,9 @@ def test_flip_averages_cams_before_max_normalisation():
     assert scores.argmax(1).flatten().tolist() == [0, 0, 1]
 
 
-def test_scales_resize_the_input_and_average_the_maps_at_its_size():
+def test_scales_resize_the_input_and_average_at_the_largest_scales_maps():
     # class 1 = 2 * width / 8: 1, 2, 3, 4 at scales 0.5, 1, 1.5, 2 of an 8x8 input, mean 2.5;
-    # class 2 = input[0] = 1 at every scale.
+    # class 2 = input[0] = 1 at every scale. The maps (at stride 1) are averaged at 16x16.
     weights = [[0, 0, 0, 0, 0], [0, 0, 0, 0, 2], [1, 0, 0, 0, 0]]
     model = controlled(weights, scales=(0.5, 1.0, 1.5, 2.0), flip=True)
     inputs = torch.zeros(1, 3, 8, 8)
@@ -107,20 +110,35 @@ def test_scales_resize_the_input_and_average_the_maps_at_its_size():
         scores = model.encode_decode(inputs, BOTH_CLASSES)
     assert model.seen[:8] == [(4, 4), (4, 4), (8, 8), (8, 8), (12, 12), (12, 12), (16, 16),
                               (16, 16)]
-    assert maps.shape == (1, 3, 8, 8)
+    assert maps.shape == (1, 3, 16, 16)
     torch.testing.assert_close(maps[0, :, 3, 5], torch.tensor([0.0, 2.5, 1.0]))
+    assert scores.shape == (1, 3, 8, 8)
     torch.testing.assert_close(logits, torch.tensor([[2.5, 1.0]]))  # the mean of class maps
     torch.testing.assert_close(scores[0, :, 3, 5], torch.tensor([0.0, 2.5, 1.0]).softmax(0))
 
 
-def test_pamr_refines_the_averaged_scores():
+def test_the_rule_applies_to_the_average_then_upsampled_scores_are_refined():
     pamr = dict(type='PAMR', num_iter=3, dilations=(1, 2))
-    model = controlled(FLIP_WEIGHTS, scales=(1.0, 2.0), flip=True, pamr=pamr)
+    model = controlled(FLIP_WEIGHTS, scales=(1.0, 0.5), flip=True, pamr=pamr)
     inputs = torch.rand(1, 3, 6, 8, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         scores = model.encode_decode(inputs, BOTH_CLASSES)
         maps, _ = model.averaged_maps(inputs)
-        expected = model.pamr(inputs, model.class_scores(maps, torch.ones(1, 2)))
+        upsampled = F.interpolate(model.class_scores(maps, torch.ones(1, 2)), size=(6, 8),
+                                  mode='bilinear', align_corners=False)
+        expected = model.pamr(inputs, upsampled)
+    torch.testing.assert_close(scores, expected)
+
+
+def test_one_pass_keeps_the_networks_resolution_for_the_rule():
+    # at stride 2 the rule sees the 3x4 maps and its scores are upsampled, as without scales
+    model = controlled(FLIP_WEIGHTS, stride=2)
+    inputs = torch.rand(1, 3, 6, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        scores = model.encode_decode(inputs, BOTH_CLASSES)
+        maps, _ = model.decode_head(model.extract_feat(inputs))
+    expected = F.interpolate(model.class_scores(maps, torch.ones(1, 2)), size=(6, 8),
+                             mode='bilinear', align_corners=False)
     torch.testing.assert_close(scores, expected)
 
 
