@@ -154,11 +154,11 @@ class SyntheticShapesDataset(WSSSVOCDataset):
 class WSSSCOCODataset(WSSSVOCDataset):
     """MS COCO 2014 for weak supervision, in the layout of the EPS code (``script/coco_eps.sh``)::
 
-        JPEGImages/train2014/<id>.jpg, JPEGImages/val2014/<id>.jpg        data_prefix['img_path']
-        SegmentationClass/{train2014,val2014}/<id>.png  label PNGs 0..80  data_prefix['seg_map_path']
-        SALImages/<id>.png                              saliency maps     data_prefix['saliency_path']
-        ImageSets/train.txt, ImageSets/val.txt          ids (COCO_train2014_000000000009, ...)
-        cls_labels.npy                                  {id: float32[80]} labels_file
+        JPEGImages/{train2014,val2014}/<id>.jpg         data_prefix['img_path']
+        SegmentationClass/{train2014,val2014}/<id>.png  data_prefix['seg_map_path'] (0..80, 255)
+        SALImages/<id>.png                              data_prefix['saliency_path']
+        ImageSets/{train,val}.txt                       ann_file (COCO_train2014_000000000009...)
+        cls_labels.npy                                  labels_file ({id: float32[80]})
 
     80 classes plus background (:data:`COCO_CLASSES`); everything else is
     :class:`WSSSVOCDataset`'s.

@@ -48,6 +48,7 @@ default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
     param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CrashSafeCheckpointHook', by_epoch=False, interval=8000, max_keep_ckpts=2),
+    checkpoint=dict(
+        type='CrashSafeCheckpointHook', by_epoch=False, interval=8000, max_keep_ckpts=2),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='SegVisualizationHook'))

@@ -1,4 +1,4 @@
-"""MS COCO 2014 in the EPS code's layout: the dataset, the paper configs, both stages on a tiny copy."""
+"""MS COCO 2014 in the EPS code's layout: the dataset, the paper configs, both stages run."""
 import shutil
 from pathlib import Path
 

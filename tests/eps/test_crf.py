@@ -1,4 +1,4 @@
-"""DenseCRF: a known answer on a tiny image, argument checks, and the option in the pseudo-mask step."""
+"""DenseCRF: a known answer on a tiny image, argument checks, the option in the pseudo-mask step."""
 import mmcv
 import numpy as np
 import pytest

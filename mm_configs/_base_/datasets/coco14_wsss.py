@@ -1,9 +1,9 @@
 # MS COCO 2014 for stage 1, laid out as in the EPS code (halbielee/EPS, script/coco_eps.sh):
 #   data/coco2014/{JPEGImages/{train2014,val2014}, SegmentationClass/{train2014,val2014},
 #                  SALImages, ImageSets/{train,val}.txt, cls_labels.npy}
-# SALImages: the PFAN saliency maps released with EPS; SegmentationClass: label PNGs (0 = background,
-# 1..80 the classes in COCO's category order, 255 ignore); cls_labels.npy: image-level labels of
-# the training ids (EPS's metadata/coco/cls_labels.npy). See harness.eps.datasets.WSSSCOCODataset.
+# SALImages: the PFAN saliency maps released with EPS; SegmentationClass: label PNGs (0 =
+# background, 1..80 the classes in COCO's category order, 255 ignore); cls_labels.npy: image-level
+# labels of the training ids (EPS's metadata/coco/cls_labels.npy). See WSSSCOCODataset.
 dataset_type = 'WSSSCOCODataset'
 data_root = 'data/coco2014'
 crop_size = (321, 321)
