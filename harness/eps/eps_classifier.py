@@ -49,8 +49,8 @@ class EPSClassifier(EncoderDecoder):
        on the bundled data, upsampling the logits first lowered the pseudo-mask mIoU from 63.6
        to 60.5 on train and from 66.2 to 61.6 on val); refined by PAMR (``test_cfg['pamr']``, a
        :class:`PAMR` config; ``None`` skips it), then by a fully-connected CRF
-       (``test_cfg['crf']``, a :class:`DenseCRF` config; ``None``, the default, skips it) on
-       each image without its padding;
+       (``test_cfg['crf']``, a :class:`DenseCRF` config; ``None``, the default, or an empty
+       dict skips it) on each image without its padding;
     3. ``argmax`` over the ``C + 1`` channels (0 = background), after undoing padding and
        resizing to the original image size.
 

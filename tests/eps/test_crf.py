@@ -1,4 +1,6 @@
 """DenseCRF: a known answer on a tiny image, argument checks, the option in the pseudo-mask step."""
+from pathlib import Path
+
 import mmcv
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ from PIL import Image
 
 import harness.eps  # noqa: F401
 from harness.eps import DenseCRF
+from harness.overrides import apply_overrides
 from harness.eps.pseudo_masks import main as pseudo_masks_main
 from mmseg.registry import MODELS
 
@@ -89,6 +92,19 @@ def test_bad_inputs_are_described():
     scores[1, 0, 0] = -0.1
     with pytest.raises(ValueError, match='non-negative'):
         crf(image, scores)
+
+
+def test_a_config_or_an_override_turns_the_crf_on(tmp_path):
+    child = tmp_path / 'with_crf.py'
+    child.write_text(f"_base_ = '{Path(STAGE1_CONFIG).resolve()}'\n"
+                     "model = dict(test_cfg=dict(crf=dict(type='DenseCRF', num_iter=5)))\n")
+    overridden = apply_overrides(Config.fromfile(STAGE1_CONFIG),
+                                 {'model.test_cfg.crf': {'type': 'DenseCRF', 'num_iter': 7}},
+                                 source=STAGE1_CONFIG)
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        assert MODELS.build(Config.fromfile(STAGE1_CONFIG).model).crf is None
+        assert MODELS.build(Config.fromfile(str(child)).model).crf.num_iter == 5
+        assert MODELS.build(overridden.model).crf.num_iter == 7
 
 
 def pseudo_mask_config(data_root) -> Config:

@@ -33,11 +33,12 @@ model = dict(
         warmup_iters=200,
         pamr=dict(type='PAMR', num_iter=10, dilations=(1, 2, 4, 8, 12, 24))),
     # Pseudo-masks: one pass (EPS's inference: scales=(0.5, 1.0, 1.5, 2.0), flip=True), the
-    # learned background, PAMR, no dense CRF (e.g. crf=dict(type='DenseCRF'): PSA's setting).
+    # learned background, PAMR, no dense CRF: crf=dict(type='DenseCRF') adds it with PSA's
+    # parameters (an empty dict, not None, so that a config or an override can fill it in).
     test_cfg=dict(
         mode='whole',
         scales=(1.0, ),
         flip=False,
         bg_threshold=None,
         pamr=dict(type='PAMR', num_iter=10, dilations=(1, 2, 4, 8, 12, 24)),
-        crf=None))
+        crf=dict()))
