@@ -32,6 +32,8 @@
 #     pseudo-mask and the IRD shape;
 #   - benchmarks/bench_step.py --size paper: the phases of a stage-1 step of the VOC config
 #     (ResNet-101, batch 8, 448x448), in float32 and with --amp;
+#   - benchmarks/bench_startup.py --stage 2 --repeat 2: where stage 2's start-up goes on the VOC
+#     configs (Runner, datasets, weight init, first batch, first iteration), twice in one process;
 #   - the wall time of `python -m harness.trial` with its default settings (bundled data).
 # Everything it prints also goes to GPU_CHECK_LOG (default /tmp/gpu_check-<time>.log). The
 # whole check is meant to fit in 8 minutes: each step gets what is left of that budget (at
@@ -185,6 +187,8 @@ if [ "$DEVICE" = cuda ]; then
         "$STAGE1_PAPER" --size paper --device cuda
     run "bench_step amp (paper size)" 120 "$PYTHON" benchmarks/bench_step.py \
         "$STAGE1_PAPER" --size paper --device cuda --amp
+    run "bench_startup stage 2 (VOC configs, started twice in one process)" 120 \
+        "$PYTHON" benchmarks/bench_startup.py --stage 2 --repeat 2
     run "trial (python -m harness.trial, default settings)" 300 run_trial
 else
     run "bench_pamr --device cpu (pseudo-mask shape)" 300 "$PYTHON" benchmarks/bench_pamr.py \

@@ -59,14 +59,15 @@ def check_keys_exist(cfg: Config, options: Mapping[str, Any], source: str) -> No
 def check_value_types(cfg: Config, options: Mapping[str, Any], source: str) -> None:
     """Raises ``TypeError`` for a value whose type cannot replace the config's value there.
 
-    ``None`` in the config takes anything; numbers take numbers (ints where the key counts
-    something, see :data:`INTEGER_KEY`); strings, booleans, lists and mappings take their own kind.
+    ``None`` in the config takes anything, and ``None`` replaces anything (it switches a setting
+    off: ``model.pretrained=None``); numbers take numbers (ints where the key counts something,
+    see :data:`INTEGER_KEY`); strings, booleans, lists and mappings take their own kind.
     """
     values = cfg.to_dict()
     for key, value in options.items():
         current = _lookup(values, key)
         expected = _expected_kind(key, current)
-        if expected is not None and not expected[1](value):
+        if value is not None and expected is not None and not expected[1](value):
             raise TypeError(f'override {key}={value!r} does not fit {source}: {key} holds '
                             f'{current!r}, so the value must be {expected[0]}')
 

@@ -30,3 +30,29 @@ def test_unknown_key_is_an_error_with_near_matches():
                        r"did you mean \['model.loss_sal.threshold'"):
         apply_overrides(cfg, {'model.loss_sal.treshold': 0.4}, source='cfg.py')
     assert 'treshold' not in cfg.model.loss_sal
+
+
+@pytest.mark.parametrize('key,value,expected', [
+    ('train_cfg.max_iters', 'abc', 'must be an integer'),
+    ('train_cfg.max_iters', 1.5, 'must be an integer'),
+    ('optimizer.lr', 'fast', 'must be a number'),
+    ('optimizer.lr', True, 'must be a number'),
+    ('model.type', 3, 'must be a string'),
+    ('model.flip', 'yes', 'must be true or false'),
+    ('model.scales', 0.5, 'must be a list'),
+    ('model', 'EPS', 'must be a mapping'),
+])
+def test_values_of_another_type_are_errors(key, value, expected):
+    cfg = Config(dict(train_cfg=dict(max_iters=600), optimizer=dict(lr=0.01, eta_min=0),
+                      model=dict(type='EPSClassifier', flip=False, scales=[1.0], pretrained='x')))
+    with pytest.raises(TypeError, match=f'override {key}=.*{expected}'):
+        apply_overrides(cfg, {key: value}, source='cfg.py')
+
+
+def test_numbers_interchange_none_switches_off_and_none_takes_anything():
+    cfg = Config(dict(train_cfg=dict(max_iters=600), optimizer=dict(lr=0.01, eta_min=0),
+                      model=dict(pretrained='open-mmlab://resnet101_v1c'), load_from=None))
+    apply_overrides(cfg, {'optimizer.lr': 1, 'optimizer.eta_min': 1e-5, 'model.pretrained': None,
+                          'load_from': 'iter_8.pth'}, source='cfg.py')
+    assert (cfg.optimizer.lr, cfg.optimizer.eta_min) == (1, 1e-5)
+    assert cfg.model.pretrained is None and cfg.load_from == 'iter_8.pth'
