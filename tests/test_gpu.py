@@ -12,16 +12,11 @@ import torch
 import yaml
 
 from harness.sweep_config import parse_sweep
+from test_trial import SHORT, short_spec
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason='needs a CUDA GPU (none on this machine)')
-SHORT = {f'{stage}.{key}': value
-         for stage in ('stage1', 'stage2')
-         for key, value in (('train_cfg.max_iters', 8), ('train_cfg.val_interval', 8),
-                            ('param_scheduler.0.end', 8),
-                            ('default_hooks.checkpoint.interval', 4),
-                            ('train_dataloader.batch_size', 4))}
 
 
 @pytest.mark.parametrize('gpus,backend,resources', [
@@ -51,9 +46,9 @@ def test_quickstart_gpu_shares_one_gpu_between_four_trials():
 
 @needs_cuda
 def test_a_trial_trains_on_the_gpu_and_resumes_there(tiny_dataset, tmp_path):
-    from harness.trial import TrialSpec, run_trial
+    from harness.trial import run_trial
 
-    spec = TrialSpec(data_root=str(tiny_dataset), task='wsss').with_overrides(SHORT)
+    spec = short_spec(tiny_dataset, task='wsss')
     run_trial(spec.with_overrides({'stage2.train_cfg.max_iters': 4}), tmp_path / 'trial')
     (tmp_path / 'trial' / 'result.json').unlink()
     result = run_trial(spec, tmp_path / 'trial')
