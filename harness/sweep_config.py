@@ -39,8 +39,7 @@ import yaml
 
 from harness.spec import SEED_LIMIT, SHORT_NAMES, STAGES, TrialSpec, canonical_keys, spec_keys
 from harness.tracking import default_tracking_uri
-from harness.validation import (InvalidSetting, check_storage_path, check_tracking_uri,
-                                message_of)
+from harness.validation import InvalidSetting, check_storage_path, message_of
 from harness.validation import check_trials as check_trial_specs
 
 DISTRIBUTIONS = ('grid_search', 'choice', 'uniform', 'loguniform')
