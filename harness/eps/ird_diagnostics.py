@@ -132,7 +132,11 @@ class IRDDiagnosticsHook(Hook):
             raise TypeError(f'IRDDiagnosticsHook measures IRDLoss, but the model trains with '
                             f'loss_sal {type(loss).__name__}: remove the hook from custom_hooks')
         if not isinstance(self.dataloader, torch.utils.data.DataLoader):
-            self.dataloader = runner.build_dataloader(self.dataloader, seed=runner.seed)
+            built = runner.build_dataloader(self.dataloader, seed=runner.seed)
+            # Rank 0 measures alone, so it reads every image, in order: the built sampler would
+            # give it only its share of a distributed run's images.
+            self.dataloader = torch.utils.data.DataLoader(
+                built.dataset, batch_size=built.batch_size, collate_fn=built.collate_fn)
 
     def after_train_iter(self, runner: Runner, batch_idx: int, data_batch: Any = None,
                          outputs: Any = None) -> None:
