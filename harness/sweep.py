@@ -421,13 +421,12 @@ def open_tracking(sweep: SweepConfig, resume: bool) -> Dict[str, str]:
     return target.to_dict()
 
 
-def max_concurrent_trials(sweep: SweepConfig) -> int:
-    """The sweep's limit, or as many trials as the cluster's CPUs and GPUs hold at once."""
-    import ray
-
+def max_concurrent_trials(sweep: SweepConfig, cluster_resources: Dict[str, float]) -> int:
+    """The sweep's limit, or as many trials as the cluster's CPUs and GPUs hold at once (at
+    least one); ``cluster_resources`` is Ray's ``ray.cluster_resources()``."""
     if sweep.max_concurrent_trials is not None:
         return sweep.max_concurrent_trials
-    resources, available = sweep.resources, ray.cluster_resources()
+    resources, available = sweep.resources, cluster_resources
     fits = math.floor(available.get('CPU', 0) / (resources.num_workers *
                                                  resources.cpus_per_worker + TRAINABLE_CPUS))
     if resources.gpus_per_worker > 0:
@@ -439,6 +438,7 @@ def max_concurrent_trials(sweep: SweepConfig) -> int:
 def run_sweep(sweep: SweepConfig, resume: bool = False, verbose: bool = False) -> Any:
     """Runs (or resumes) the sweep on the Ray that :func:`start_ray` reached; returns Tune's
     ``ResultGrid``."""
+    import ray
     from ray import tune
 
     from harness.tracking import TrackingTarget, set_sweep_status
@@ -460,7 +460,7 @@ def run_sweep(sweep: SweepConfig, resume: bool = False, verbose: bool = False) -
             tune_config=tune.TuneConfig(
                 metric=TUNE_METRIC, mode='max', scheduler=scheduler(sweep),
                 num_samples=sweep.num_samples,
-                max_concurrent_trials=max_concurrent_trials(sweep),
+                max_concurrent_trials=max_concurrent_trials(sweep, ray.cluster_resources()),
                 # A trial's driver process has imported Ray Train and torch (~10 s on 2 cores):
                 # the next trial reuses it.
                 reuse_actors=True, trial_dirname_creator=trial_folder_name),

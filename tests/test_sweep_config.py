@@ -234,3 +234,77 @@ def test_an_existing_sweep_needs_resume_and_the_same_file(tmp_path):
     (sweep.experiment_dir / 'sweep.json').write_text(json.dumps(
         {'sweep': sweep.raw, 'tracking': {}}))
     check_sweep_folder(sweep, resume=True)
+
+
+def test_uniform_and_loguniform_axes_sample_their_own_distribution():
+    """Half the draws of loguniform [1e-4, 1e-2] lie below its geometric mean 1e-3 (a uniform's:
+    9 %); half the draws of uniform [0.1, 0.9] lie below 0.5 (a loguniform's: log 5 / log 9 =
+    73 %)."""
+    import numpy as np
+
+    from harness.sweep import param_space
+
+    lr, lam = 'stage2.optim_wrapper.optimizer.lr', 'stage1.model.loss_sal.lam'
+    space = param_space(parse_sweep(sweep_of(search_space={
+        lr: {'loguniform': [1e-4, 1e-2]}, lam: {'uniform': [0.1, 0.9]}}), 'sweep.yaml'))
+
+    def share_below(key: str, value: float, low: float, high: float) -> float:
+        draws = np.asarray(space[key].sample(size=4000, random_state=np.random.default_rng(0)))
+        assert low <= draws.min() and draws.max() <= high
+        return float(np.mean(draws < value))
+
+    assert share_below(lr, 1e-3, 1e-4, 1e-2) == pytest.approx(0.5, abs=0.03)
+    assert share_below(lam, 0.5, 0.1, 0.9) == pytest.approx(0.5, abs=0.03)
+
+
+def test_asha_decides_on_val_miou_at_stage2_iteration_rungs():
+    """grace_period 10, reduction_factor 2, max_t 40: nothing stops before val/iter 10; at a rung
+    a trial below the median of the results recorded there stops; every trial stops at 40. The
+    metric is Tune's (TuneConfig), not the scheduler's own."""
+    from ray.tune.experiment import Trial
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+
+    from harness.sweep import TUNE_METRIC, scheduler
+
+    asha = scheduler(parse_sweep(sweep_of(scheduler={
+        'type': 'asha', 'grace_period': 10, 'reduction_factor': 2, 'max_t': 40}), 'sweep.yaml'))
+    assert isinstance(asha, ASHAScheduler)
+    assert asha.set_search_properties(TUNE_METRIC, 'max')  # refused if it had a metric already
+    trials = {name: Trial('tune_trial', stub=True, trial_id=name) for name in 'abcd'}
+    for trial in trials.values():
+        asha.on_trial_add(None, trial)
+
+    def decision(name: str, iteration: int, miou: float) -> str:
+        return asha.on_trial_result(None, trials[name], {'val/iter': iteration, TUNE_METRIC: miou})
+
+    go_on, stop = TrialScheduler.CONTINUE, TrialScheduler.STOP
+    assert [decision('a', 5, 60.0), decision('b', 5, 10.0)] == [go_on, go_on]
+    # rung 10: a is first; c is below 60; d is above the median 50 of (60, 40)
+    assert [decision('a', 10, 60.0), decision('c', 10, 40.0), decision('d', 10, 52.0)] == \
+        [go_on, stop, go_on]
+    assert decision('a', 40, 60.0) == stop
+    assert isinstance(scheduler(parse_sweep(sweep_of(), 'sweep.yaml')), FIFOScheduler)
+
+
+@pytest.mark.parametrize('resources, limit, cluster, expected', [
+    # a trial holds 3 x 1 CPU for its workers + 0.01 for itself: 9 CPUs hold 2, 9.03 hold 3
+    ({'num_workers': 3, 'cpus_per_worker': 1}, None, {'CPU': 9.0}, 2),
+    ({'num_workers': 3, 'cpus_per_worker': 1}, None, {'CPU': 9.03}, 3),
+    # 2 x 0.5 GPU = 1 GPU a trial: 3 GPUs hold 3 (the CPUs: 64 / 4.01 -> 15)
+    ({'num_workers': 2, 'cpus_per_worker': 2, 'gpus_per_worker': 0.5}, None,
+     {'CPU': 64.0, 'GPU': 3.0}, 3),
+    # 7 CPUs / 3.01 -> 2, fewer than the GPUs hold (2 / 0.5 -> 4)
+    ({'num_workers': 2, 'cpus_per_worker': 1.5, 'gpus_per_worker': 0.25}, None,
+     {'CPU': 7.0, 'GPU': 2.0}, 2),
+    # nothing fits yet (Ray waits for nodes): one at a time
+    ({'num_workers': 4, 'cpus_per_worker': 1}, None, {'CPU': 2.0}, 1),
+    ({'num_workers': 1, 'cpus_per_worker': 1, 'gpus_per_worker': 1}, None, {'CPU': 8.0}, 1),
+    # the sweep's own limit wins
+    ({'num_workers': 1, 'cpus_per_worker': 1}, 3, {'CPU': 64.0}, 3),
+], ids=['cpu-bound', 'cpu-exact', 'gpu-bound', 'cpu-bound-with-gpus', 'none-fits',
+        'no-gpus', 'sweep-limit'])
+def test_max_concurrent_trials_is_what_the_cluster_holds(resources, limit, cluster, expected):
+    from harness.sweep import max_concurrent_trials
+
+    sweep = parse_sweep(sweep_of(resources=resources, max_concurrent_trials=limit), 'sweep.yaml')
+    assert max_concurrent_trials(sweep, cluster) == expected
