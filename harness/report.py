@@ -156,8 +156,19 @@ def format_ird_table(rows: Sequence[Dict[str, Any]]) -> str:
 
 
 def plot(cells: Sequence[Cell], out_path: Path, title: str) -> Path:
+    """Writes :func:`miou_figure` of ``cells`` to ``out_path`` (PNG); returns ``out_path``."""
+    import matplotlib.pyplot as plt
+
+    figure = miou_figure(cells, title)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out_path, dpi=120)
+    plt.close(figure)
+    return out_path
+
+
+def miou_figure(cells: Sequence[Cell], title: str) -> Any:
     """Val mIoU vs labelled fraction (0 = WSSS, evenly spaced), a line per threshold, error
-    bars = std; against the threshold when there is one fraction."""
+    bars = std; against the threshold when there is one fraction. A matplotlib figure."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -186,10 +197,7 @@ def plot(cells: Sequence[Cell], out_path: Path, title: str) -> Path:
     axis.set_title(title)
     axis.grid(alpha=0.3)
     figure.tight_layout()
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out_path, dpi=120)
-    plt.close(figure)
-    return out_path
+    return figure
 
 
 def fraction_label(fraction: float) -> str:

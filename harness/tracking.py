@@ -264,10 +264,11 @@ def flatten(values: Mapping[str, Any], prefix: str = '') -> Dict[str, Any]:
     return flat
 
 
-def git_commit() -> str:
-    """The commit of the project checkout (``'uncommitted'`` without one, ``+dirty`` if edited)."""
+def git_commit(repository: Path = PROJECT_ROOT) -> str:
+    """The commit checked out in ``repository`` (default: the project's), with ``+dirty`` when a
+    tracked file is edited (untracked files do not count); ``'uncommitted'`` without a commit."""
     def git(*args: str) -> str:
-        return subprocess.run(['git', *args], cwd=PROJECT_ROOT, capture_output=True,
+        return subprocess.run(['git', *args], cwd=repository, capture_output=True,
                               text=True).stdout.strip()
 
     commit = git('rev-parse', 'HEAD')
@@ -281,10 +282,10 @@ def _log_params(client: Any, run_id: str, params: Mapping[str, Any]) -> None:
     from mlflow.entities import Param
 
     logged = client.get_run(run_id).data.params
-    batch = [Param(key, _param_value(value)) for key, value in sorted(flatten(params).items())
-             if key not in logged]
-    for start in range(0, len(batch), 100):  # MLflow takes at most 100 params per batch
-        client.log_batch(run_id, params=batch[start:start + 100])
+    # MlflowClient.log_batch sends them in requests of at most 100 params (MLflow's limit).
+    client.log_batch(run_id, params=[Param(key, _param_value(value))
+                                     for key, value in sorted(flatten(params).items())
+                                     if key not in logged])
 
 
 def _param_value(value: Any) -> str:

@@ -1,6 +1,7 @@
 """MLflow runs as the sweep writes them (harness.tracking) and the report built from them."""
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +70,83 @@ def test_long_params_are_truncated_and_flattened(tracking_uri):
     params = MlflowClient(tracking_uri).get_run(run.run_id).data.params
     assert len(params['stage1.custom_hooks']) == tracking.PARAM_VALUE_LIMIT
     assert params['nested.a'] == '1'
+
+
+def test_params_beyond_one_batch_are_all_logged_and_a_retry_logs_them_again(tracking_uri):
+    """MLflow takes at most 100 params a request: 250 overrides need three, and a retried
+    trial's worker, which opens its run again, logs them again without failing."""
+    from mlflow import MlflowClient
+
+    target = start_sweep(tracking_uri, 'many_params')
+    overrides = {f'stage2.key_{index:03d}': index for index in range(250)}
+    logged = {key: str(index) for key, index in overrides.items()}
+    first = tracking.TrialRun.open(target, 't1', 'run', overrides, tags={})
+    assert MlflowClient(tracking_uri).get_run(first.run_id).data.params == logged
+    again = tracking.TrialRun.open(target, 't1', 'run', overrides, tags={})
+    assert again.run_id == first.run_id
+    assert MlflowClient(tracking_uri).get_run(first.run_id).data.params == logged
+
+
+def git(repository: Path, *args: str) -> str:
+    return subprocess.run(['git', '-c', 'user.name=test', '-c', 'user.email=test@localhost',
+                           *args], cwd=repository, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def test_git_commit_is_the_checked_out_commit_and_dirty_when_a_tracked_file_is_edited(
+        tmp_path, monkeypatch):
+    monkeypatch.setenv('GIT_CEILING_DIRECTORIES', str(tmp_path))  # git must not look above it
+    repository = tmp_path / 'repository'
+    repository.mkdir()
+    assert tracking.git_commit(repository) == 'uncommitted'  # no repository
+    git(repository, 'init', '-q')
+    assert tracking.git_commit(repository) == 'uncommitted'  # no commit yet
+    (repository / 'train.py').write_text('lr = 0.1\n')
+    git(repository, 'add', 'train.py')
+    git(repository, 'commit', '-q', '-m', 'first')
+    sha = git(repository, 'log', '-1', '--format=%H')
+    assert len(sha) == 40 and tracking.git_commit(repository) == sha
+    (repository / 'notes.txt').write_text('not tracked\n')
+    assert tracking.git_commit(repository) == sha  # untracked files do not count
+    (repository / 'train.py').write_text('lr = 0.2\n')
+    assert tracking.git_commit(repository) == f'{sha}+dirty'
+    # by default, the project's own checkout
+    assert tracking.git_commit().startswith(git(PROJECT_ROOT, 'log', '-1', '--format=%H'))
+
+
+def test_report_reads_the_latest_run_of_a_sweep_started_twice(tracking_uri):
+    from mlflow import MlflowClient
+
+    first = start_sweep(tracking_uri, 'twice')
+    log_trial(first, 'old', 0.25, 0.5, 0, 30.0).finish()
+    second = start_sweep(tracking_uri, 'twice')
+    log_trial(second, 'new', 0.25, 0.5, 0, 70.0).finish()
+    client = MlflowClient(tracking_uri)
+    started = [client.get_run(target['parent_run_id']).info.start_time
+               for target in (first, second)]
+    assert started[0] < started[1], 'both parents started in the same millisecond'
+    parent, trials = report.load_trials('twice', tracking_uri)
+    assert parent.info.run_id == second['parent_run_id']
+    assert [(trial.trial_id, trial.metrics['val/mIoU']) for trial in trials] == [('new', 70.0)]
+
+
+def test_single_fraction_plot_is_miou_against_the_threshold():
+    def trial(threshold: float, seed: int, miou: float) -> report.TrialRecord:
+        return report.TrialRecord(f't{threshold}-{seed}', 'run', 'ssss', 0.25, threshold, seed,
+                                  {}, {'val/mIoU': miou})
+
+    # given out of threshold order; threshold 0.7: mean 62, std 4 (ddof 1)
+    cells = report.comparison_cells([trial(0.7, 0, 58.0), trial(0.7, 1, 62.0),
+                                     trial(0.7, 2, 66.0), trial(0.3, 0, 40.0),
+                                     trial(0.5, 0, 50.0)])
+    axis, = report.miou_figure(cells, 'one fraction').axes
+    assert axis.get_xlabel() == 'saliency threshold (IRD)'
+    assert [text.get_text() for text in axis.get_legend().get_texts()] == ['1/4']
+    errorbar, = axis.containers  # one line, with its error bars
+    line, _, (bars, ) = errorbar.lines
+    assert line.get_xydata().tolist() == [[0.3, 40.0], [0.5, 50.0], [0.7, 62.0]]
+    assert [segment.tolist() for segment in bars.get_segments()] == [
+        [[0.3, 40.0], [0.3, 40.0]], [[0.5, 50.0], [0.5, 50.0]], [[0.7, 58.0], [0.7, 66.0]]]
 
 
 def test_report_table_json_and_plot(tracking_uri, tmp_path, capsys):
