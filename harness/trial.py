@@ -116,7 +116,7 @@ def run_trial(spec: TrialSpec, work_dir: Path, stage1_cache: Optional[Path] = No
     cfg1 = stage1_config(spec)
     if spec.data_root is None:
         _ensure_bundled_dataset(cfg1)
-    stage1_dir = stage1_cache / digest_of(cfg1.pretty_text)
+    stage1_dir = stage1_run_dir(cfg1, stage1_cache)
     started = time.perf_counter()
     stage1_result = _run_stage1_once(cfg1, stage1_dir, report)
     stage1_seconds = time.perf_counter() - started if not stage1_result['reused'] else 0.0
@@ -145,6 +145,13 @@ def run_trial(spec: TrialSpec, work_dir: Path, stage1_cache: Optional[Path] = No
         _write_atomically(result_file, strict_json.dumps(result, indent=2))
     _barrier()
     return result
+
+
+def stage1_run_dir(cfg1: Config, stage1_cache: Path) -> Path:
+    """The folder of the stage-1 run of the resolved stage-1 config ``cfg1`` in
+    ``stage1_cache``: named by a digest of the config's text, so that exactly the trials whose
+    stage 1 is the same (threshold, seed, overrides, data) share it."""
+    return Path(stage1_cache) / digest_of(cfg1.pretty_text)
 
 
 def check_work_dir(work_dir: Path, spec: TrialSpec) -> None:

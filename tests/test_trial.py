@@ -1,9 +1,18 @@
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
+from typing import List, Union
 
 import pytest
+from mmengine.config import Config
 
+from fault_injection import python_path, write_stage_config
 from harness.trial import TrialSpec, load_spec, main, run_trial
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 SHORT = {f'{stage}.{key}': value
          for stage in ('stage1', 'stage2')
@@ -69,25 +78,98 @@ def test_missing_pseudo_mask_folder_is_named(tiny_dataset, tmp_path):
                                 tmp_path / 'no_masks')
 
 
+@pytest.mark.parametrize('threshold', [0.3, 0.7])
+def test_stage1_irdloss_threshold_is_the_trials_saliency_threshold(threshold, tiny_dataset):
+    from harness.stage_configs import stage1_config
+
+    spec = TrialSpec(data_root=str(tiny_dataset), saliency_threshold=threshold)
+    assert Config.fromfile(spec.stage1_config).model.loss_sal.threshold == 0.5  # the file's own
+    loss = stage1_config(spec).model.loss_sal
+    assert (loss.type, loss.threshold) == ('IRDLoss', threshold)
+
+
+def test_stage1_folder_per_threshold_seed_and_stage1_setting_shared_by_equal_ones(
+        tiny_dataset, tmp_path):
+    from harness.stage_configs import stage1_config
+    from harness.trial import stage1_run_dir
+
+    def folder(spec: TrialSpec) -> Path:
+        return stage1_run_dir(stage1_config(spec.resolved()), tmp_path)
+
+    base = short_spec(tiny_dataset)
+    folders = [folder(base.with_overrides({'threshold': threshold, 'seed': seed}))
+               for threshold in (0.3, 0.5) for seed in (0, 1)]
+    folders.append(folder(base.with_overrides({'stage1.train_cfg.max_iters': 9})))
+    assert len(set(folders)) == 5 and {path.parent for path in folders} == {tmp_path}
+    # settings that only stage 2 sees keep stage 1's folder
+    assert folder(base.with_overrides({
+        'threshold': 0.5, 'seed': 1, 'fraction': '1/2', 'stage2_init_from_stage1': True,
+        'stage2.optim_wrapper.optimizer.lr': 0.5})) == folders[3]
+    assert folder(base.with_overrides({'task': 'wsss'})) == folder(base)
+
+
+def ids_in(path: Union[str, Path]) -> List[str]:
+    return Path(path).read_text().split()
+
+
+@pytest.mark.parametrize('no_labels', [{'task': 'wsss'}, {'labelled_fraction': 0}],
+                         ids=['wsss', 'fraction-0'])
+def test_stage2_without_labelled_ids_trains_on_pseudo_masks_of_every_id(no_labels, tiny_dataset,
+                                                                        tmp_path):
+    from harness.trial import _stage2_training_config
+
+    stage1_dir = tmp_path / 'stage1'
+    (stage1_dir / 'pseudo_masks').mkdir(parents=True)
+    cfg = _stage2_training_config(short_spec(tiny_dataset, **no_labels).resolved(),
+                                  tmp_path / 'trial', stage1_dir)
+    every_id = ids_in(tiny_dataset / 'ImageSets' / 'Segmentation' / 'train.txt')
+    part, = cfg.train_dataloader.dataset.datasets
+    assert part.data_prefix.seg_map_path == str(stage1_dir / 'pseudo_masks')
+    assert sorted(ids_in(part.ann_file)) == sorted(every_id) and len(every_id) == 12
+    assert ids_in(tmp_path / 'trial' / 'splits' / 'labeled.txt') == []
+
+
+def test_stage2_of_fraction_1_has_no_pseudo_labelled_part(tiny_dataset, tmp_path):
+    """Every id has its ground truth, so no pseudo-mask folder is needed (none exists here)."""
+    from harness.trial import _stage2_training_config
+
+    cfg = _stage2_training_config(short_spec(tiny_dataset, labelled_fraction=1).resolved(),
+                                  tmp_path / 'trial', tmp_path / 'no_stage1')
+    every_id = ids_in(tiny_dataset / 'ImageSets' / 'Segmentation' / 'train.txt')
+    part, = cfg.train_dataloader.dataset.datasets
+    assert part.data_prefix.seg_map_path == 'SegmentationClass'
+    assert sorted(ids_in(part.ann_file)) == sorted(every_id)
+    assert ids_in(tmp_path / 'trial' / 'splits' / 'unlabeled.txt') == []
+
+
 @pytest.mark.slow
 def test_trial_end_to_end_then_reuse(tiny_dataset, tmp_path, capsys):
-    spec = short_spec(tiny_dataset, labelled_fraction='1/4')
-    result = run_trial(spec, tmp_path / 'a')
+    from harness.stage_configs import stage1_config
+    from harness.trial import stage1_run_dir
+
+    # threshold 0.4: not the stage-1 config file's own (0.5)
+    spec = short_spec(tiny_dataset, labelled_fraction='1/4', saliency_threshold=0.4)
+    stage1_cache = tmp_path / 'stage1'
+    result = run_trial(spec, tmp_path / 'a', stage1_cache)
     for key in ('val/mIoU', 'val/IoU.disc', 'pseudo/mIoU', 'pseudo/IoU.ring', 'stage1/mIoU',
                 'time/stage1_s', 'time/stage2_s'):
         assert 0 <= result[key] <= 100 or key.startswith('time/')
     assert (result['task'], result['labelled_fraction'], result['saliency_threshold']) == \
-        ('ssss', 0.25, 0.5)
+        ('ssss', 0.25, 0.4)
     labelled = Path(result['split_file']).read_text().split()
     assert len(labelled) == 3  # 1/4 of the 12 training ids
     assert Path(result['stage1_config']).is_file() and Path(result['stage2_config']).is_file()
-    pseudo_masks = sorted((tmp_path / 'stage1').glob('*/pseudo_masks/*.png'))
-    assert len(pseudo_masks) == 12
+    # stage 1 trained with the trial's threshold, in the folder named by its resolved config
+    stage1_dir = Path(result['stage1_config']).parent
+    assert Config.fromfile(result['stage1_config']).model.loss_sal.threshold == 0.4
+    assert stage1_dir == stage1_run_dir(stage1_config(spec.resolved()), stage1_cache)
+    assert len(list((stage1_dir / 'pseudo_masks').glob('*.png'))) == 12
 
     # another fraction with the same stage-1 settings reuses stage 1
-    other = run_trial(spec.with_overrides({'fraction': '1/2'}), tmp_path / 'b')
+    other = run_trial(spec.with_overrides({'fraction': '1/2'}), tmp_path / 'b', stage1_cache)
     assert other['stage1_reused'] and other['time/stage1_s'] == 0
     assert other['pseudo/mIoU'] == result['pseudo/mIoU']
+    assert other['stage1_config'] == result['stage1_config']
 
     # a finished trial is not run again: its result is read back
     mtime = (tmp_path / 'a' / 'result.json').stat().st_mtime
@@ -96,22 +178,34 @@ def test_trial_end_to_end_then_reuse(tiny_dataset, tmp_path, capsys):
 
     # the CLI prints the same result as the JSON last line
     main([f'--work-dir={tmp_path / "a"}'] + [f'--set={k}={v}' for k, v in SHORT.items()] +
-         [f'--set=data_root={tiny_dataset}'])
+         [f'--set=data_root={tiny_dataset}', '--set=threshold=0.4'])
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
 
 
 @pytest.mark.slow
 def test_interrupted_trial_resumes_from_its_last_checkpoint(tiny_dataset, tmp_path):
-    # A first run that stops at iteration 4 of 8 (with a checkpoint there) stands for a trial
-    # that was killed; the second run of the same trial folder continues from iteration 4.
-    spec = short_spec(tiny_dataset, task='wsss')
-    run_trial(spec.with_overrides({'stage2.train_cfg.max_iters': 4}), tmp_path / 'trial')
-    (tmp_path / 'trial' / 'result.json').unlink()
-    run_trial(spec, tmp_path / 'trial')
-    logs = sorted((tmp_path / 'trial' / 'stage2').glob('*/*.log'))
+    """A trial whose process is SIGKILLed right after stage 2's checkpoint of iteration 4 (of 8)
+    continues from iteration 4 when it is run again, with the same spec."""
+    killed_at_4 = write_stage_config(
+        tmp_path / 'stage2_killed_at_4.py', PROJECT_ROOT / TrialSpec.stage2_config,
+        dict(type='KillAfterCheckpoint', iteration=4, record=str(tmp_path / 'killed.json')))
+    values = {'task': 'wsss', 'stage2_config': str(killed_at_4)}
+    work_dir = tmp_path / 'trial'
+    first = subprocess.run(
+        [sys.executable, '-m', 'harness.trial', f'--work-dir={work_dir}',
+         f'--set=data_root={tiny_dataset}',
+         *[f'--set={key}={value}' for key, value in {**SHORT, **values}.items()]],
+        cwd=PROJECT_ROOT, env=dict(os.environ, PYTHONPATH=python_path()),
+        capture_output=True, text=True, timeout=600)
+    assert first.returncode == -signal.SIGKILL, first.stderr[-3000:]
+    assert json.loads((tmp_path / 'killed.json').read_text())['iteration'] == 4
+    assert not (work_dir / 'result.json').exists()
+
+    run_trial(short_spec(tiny_dataset, **values), work_dir)
+    logs = sorted((work_dir / 'stage2').glob('*/*.log'))
     assert len(logs) == 2
     assert 'resumed epoch: 0, iter: 4' in logs[-1].read_text()
-    assert (tmp_path / 'trial' / 'stage2' / 'iter_8.pth').is_file()
+    assert (work_dir / 'stage2' / 'iter_8.pth').is_file() and (work_dir / 'result.json').is_file()
 
 
 @pytest.mark.parametrize('amp', [False, True])
