@@ -100,8 +100,8 @@ def _voc_colormap(n: int) -> np.ndarray:
     return colours
 
 
-_VOC_COLORMAP = _voc_colormap(256)
-PALETTE: list[list[int]] = _VOC_COLORMAP[: len(CLASSES)].tolist()
+VOC_COLORMAP = _voc_colormap(256)  # (256, 3) uint8, row i the colour of label i
+PALETTE: list[list[int]] = VOC_COLORMAP[: len(CLASSES)].tolist()
 
 
 def _int_field(default: int, minimum: int, help_text: str) -> int:
@@ -573,7 +573,7 @@ def _class_vector(mask: np.ndarray) -> np.ndarray:
 def _write_sample(root: Path, sample_id: str, sample: _Sample) -> None:
     Image.fromarray(sample.image).save(root / "JPEGImages" / f"{sample_id}.jpg", quality=95)
     mask = Image.fromarray(sample.mask)
-    mask.putpalette(_VOC_COLORMAP.ravel().tolist())  # turns the "L" image into "P"
+    mask.putpalette(VOC_COLORMAP.ravel().tolist())  # turns the "L" image into "P"
     mask.save(root / "SegmentationClass" / f"{sample_id}.png")
     Image.fromarray(sample.saliency).save(root / "SALImages" / f"{sample_id}.png")
     Image.fromarray(sample.error_kinds).save(root / ERRORS_FOLDER / f"{sample_id}.png")

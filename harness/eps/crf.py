@@ -10,7 +10,6 @@ from numbers import Integral, Real
 from typing import Optional
 
 import numpy as np
-import pydensecrf.densecrf as dcrf
 
 from mmseg.registry import MODELS
 
@@ -105,6 +104,10 @@ class DenseCRF:
             marginals[present] = 1.0
             return marginals
         unary = -np.log(np.maximum(scores[present], self.min_score)).astype(np.float32)
+        # Imported here: registering the component (importing harness.eps) needs no compiled
+        # CRF, so GPU nodes and tools that never refine with a CRF do without pydensecrf.
+        import pydensecrf.densecrf as dcrf
+
         crf = dcrf.DenseCRF2D(width, height, len(present))
         crf.setUnaryEnergy(np.ascontiguousarray(unary.reshape(len(present), -1)))
         crf.addPairwiseGaussian(sxy=self.gaussian_sxy, compat=self.gaussian_compat)

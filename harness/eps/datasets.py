@@ -168,5 +168,5 @@ class WSSSCOCODataset(WSSSVOCDataset):
 
     # Label PNGs in the VOC colormap, extended to 81 labels (the bundled generator's table).
     METAINFO = dict(classes=COCO_CLASSES,
-                    palette=synthetic._VOC_COLORMAP[:len(COCO_CLASSES)].tolist())
+                    palette=synthetic.VOC_COLORMAP[:len(COCO_CLASSES)].tolist())
     LAYOUT = COCO_LAYOUT
