@@ -48,6 +48,7 @@ class _AtIteration(Hook):
             self.act(runner)
 
     def act(self, runner: Any) -> None:
+        """The fault; each hook below defines its own."""
         raise NotImplementedError
 
     def write_record(self, runner: Any) -> None:
