@@ -264,8 +264,10 @@ class TrialEvents:
               f'{trial_dir(self.sweep, trial.trial_id)}', flush=True)
 
     def on_trial_error(self, iteration: int, trials: List[Any], trial: Any, **info: Any) -> None:
-        print(f'[{trial.trial_id}] FAILED: {failure_summary(self.sweep, trial.trial_id)}',
-              flush=True)
+        # Tune writes error.txt into the trial's local folder first (its error_file) and copies
+        # it into the experiment folder later.
+        summary = failure_summary(self.sweep, trial.trial_id, trial.error_file)
+        print(f'[{trial.trial_id}] FAILED: {summary}', flush=True)
 
 
 def trial_events(sweep: SweepConfig) -> Any:
@@ -275,10 +277,11 @@ def trial_events(sweep: SweepConfig) -> Any:
     return type('TrialEventsCallback', (TrialEvents, Callback), {})(sweep)
 
 
-def failure_summary(sweep: SweepConfig, trial_id: str) -> str:
-    """The exception of a failed trial (last line of Tune's ``error.txt``) and its worker log."""
-    error_file = sweep.experiment_dir / trial_id / 'error.txt'
-    lines = error_file.read_text().strip().splitlines() if error_file.is_file() else []
+def failure_summary(sweep: SweepConfig, trial_id: str, error_file: Optional[str] = None) -> str:
+    """The exception of a failed trial (last line of Tune's ``error.txt``: ``error_file``, or the
+    copy in the trial's folder of the experiment) and its worker log."""
+    path = Path(error_file) if error_file else sweep.experiment_dir / trial_id / 'error.txt'
+    lines = path.read_text().strip().splitlines() if path.is_file() else []
     error = lines[-1] if lines else 'the trial raised an error'
     return f'{error}; log: {worker_log(trial_dir(sweep, trial_id), 0)}'
 

@@ -311,8 +311,8 @@ def test_a_trial_that_fails_fails_the_sweep_and_names_its_log(cluster, tiny_data
     trial_dir, = (tmp_path / 'sweeps' / 'failing' / 'trials').iterdir()
     log = trial_dir / 'worker-0.log'
     event = [line for line in output.splitlines() if line.startswith(f'[{trial_dir.name}] ')]
-    assert event[-1].startswith(f'[{trial_dir.name}] FAILED: ') and \
-        event[-1].endswith(f'; log: {log}'), event
+    assert event[-1] == (f'[{trial_dir.name}] FAILED: fault_injection.InjectedFault: injected '
+                         f'at training iteration 2; log: {log}'), event
     summary = [line for line in output.splitlines() if line.startswith(f'  {trial_dir.name}: ')]
     assert summary == [f'  {trial_dir.name}: fault_injection.InjectedFault: injected at training '
                        f'iteration 2; log: {log}'], output[-3000:]

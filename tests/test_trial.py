@@ -182,26 +182,32 @@ def test_trial_end_to_end_then_reuse(tiny_dataset, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
 
 
-@pytest.mark.slow
-def test_interrupted_trial_resumes_from_its_last_checkpoint(tiny_dataset, tmp_path):
-    """A trial whose process is SIGKILLed right after stage 2's checkpoint of iteration 4 (of 8)
-    continues from iteration 4 when it is run again, with the same spec."""
+def killed_then_resumed(data_root: Path, folder: Path) -> Path:
+    """Runs a WSSS trial (short stages) whose process is SIGKILLed right after stage 2's
+    checkpoint of iteration 4 (of 8), then the same spec again; returns the trial's work dir."""
     killed_at_4 = write_stage_config(
-        tmp_path / 'stage2_killed_at_4.py', PROJECT_ROOT / TrialSpec.stage2_config,
-        dict(type='KillAfterCheckpoint', iteration=4, record=str(tmp_path / 'killed.json')))
+        folder / 'stage2_killed_at_4.py', PROJECT_ROOT / TrialSpec.stage2_config,
+        dict(type='KillAfterCheckpoint', iteration=4, record=str(folder / 'killed.json')))
     values = {'task': 'wsss', 'stage2_config': str(killed_at_4)}
-    work_dir = tmp_path / 'trial'
+    work_dir = folder / 'trial'
     first = subprocess.run(
         [sys.executable, '-m', 'harness.trial', f'--work-dir={work_dir}',
-         f'--set=data_root={tiny_dataset}',
+         f'--set=data_root={data_root}',
          *[f'--set={key}={value}' for key, value in {**SHORT, **values}.items()]],
         cwd=PROJECT_ROOT, env=dict(os.environ, PYTHONPATH=python_path()),
         capture_output=True, text=True, timeout=600)
     assert first.returncode == -signal.SIGKILL, first.stderr[-3000:]
-    assert json.loads((tmp_path / 'killed.json').read_text())['iteration'] == 4
+    assert json.loads((folder / 'killed.json').read_text())['iteration'] == 4
     assert not (work_dir / 'result.json').exists()
+    run_trial(short_spec(data_root, **values), work_dir)
+    return work_dir
 
-    run_trial(short_spec(tiny_dataset, **values), work_dir)
+
+@pytest.mark.slow
+def test_interrupted_trial_resumes_from_its_last_checkpoint(tiny_dataset, tmp_path):
+    """A trial whose process is killed continues from its last checkpoint when it is run again,
+    with the same spec."""
+    work_dir = killed_then_resumed(tiny_dataset, tmp_path)
     logs = sorted((work_dir / 'stage2').glob('*/*.log'))
     assert len(logs) == 2
     assert 'resumed epoch: 0, iter: 4' in logs[-1].read_text()
