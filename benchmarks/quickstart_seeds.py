@@ -13,8 +13,9 @@ resumes. Prints:
 1. val mIoU (%) per labelled fraction (rows) and threshold (columns), mean +- std over seeds, and
    for each threshold whether every step up in fraction is larger than the seeds' spread (the
    larger std of the two fractions);
-2. per threshold, over seeds: pseudo-mask mIoU (train split), IRD's precision and recall of the
-   saliency errors and the share of the dropped region on each injected error kind.
+2. per threshold, over seeds: pseudo-mask mIoU (train split), the val mIoU of the lowest
+   fraction (WSSS), IRD's precision and recall of the saliency errors, its recall of each
+   injected error kind and the share of the dropped region on each.
 """
 import argparse
 import dataclasses
@@ -30,8 +31,10 @@ from harness.report import fraction_label
 from harness.sweep_config import load_sweep
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-IRD_COLUMNS = ('pseudo/mIoU', 'ird/precision', 'ird/recall', 'ird/share.missing_class',
-               'ird/share.missing_object', 'ird/share.false_coverage', 'ird/share.other')
+IRD_COLUMNS = ('pseudo/mIoU', 'val/mIoU', 'ird/precision', 'ird/recall',
+               'ird/recall.missing_class', 'ird/recall.missing_object',
+               'ird/recall.false_coverage', 'ird/share.missing_class', 'ird/share.missing_object',
+               'ird/share.false_coverage', 'ird/share.other')
 
 
 def mean_std(values: Sequence[Optional[float]]) -> str:
@@ -60,7 +63,7 @@ def miou_table(results: List[Dict]) -> List[str]:
             f'{mean_std(cell[fraction, t])} (n={len(cell[fraction, t])})'
             for t in thresholds) + ' |')
     lines.append('')
-    for threshold in thresholds:
+    for threshold in thresholds if len(fractions) > 1 else []:
         steps = []
         for low, high in zip(fractions, fractions[1:]):
             rise = statistics.mean(cell[high, threshold]) - statistics.mean(cell[low, threshold])
@@ -75,11 +78,14 @@ def miou_table(results: List[Dict]) -> List[str]:
 
 
 def ird_table(results: List[Dict]) -> List[str]:
-    """Markdown rows: per threshold, the stage-1 figures over seeds (one per stage-1 run)."""
+    """Markdown rows: per threshold, the stage-1 figures over seeds (one per stage-1 run) and the
+    val mIoU of its lowest fraction (WSSS when the sweep has fraction 0)."""
     lines = ['| threshold | ' + ' | '.join(IRD_COLUMNS) + ' |',
              '|---|' + '---:|' * len(IRD_COLUMNS)]
+    lowest = min(r['labelled_fraction'] for r in results)
     for threshold in sorted({r['saliency_threshold'] for r in results}):
-        runs = {r['seed']: r for r in results if r['saliency_threshold'] == threshold}
+        runs = {r['seed']: r for r in results if r['saliency_threshold'] == threshold
+                and r['labelled_fraction'] == lowest}
         lines.append(f'| {threshold:g} | ' + ' | '.join(
             mean_std([run.get(key) for run in runs.values()]) for key in IRD_COLUMNS) + ' |')
     return lines

@@ -141,9 +141,11 @@ def ird_rows(trials: Sequence[TrialRecord]) -> List[Dict[str, Any]]:
 
 
 def format_ird_table(rows: Sequence[Dict[str, Any]]) -> str:
-    """Rows: threshold; columns: precision, recall, pseudo-mask mIoU, share of N per kind."""
+    """Rows: threshold; columns: precision, recall, pseudo-mask mIoU, share of N per kind, recall
+    per kind."""
     columns = ['ird/precision', 'ird/recall', 'pseudo/mIoU'] + sorted(
-        {key for row in rows for key in row if key.startswith('ird/share.')})
+        {key for row in rows for key in row if key.startswith('ird/share.')}) + sorted(
+        {key for row in rows for key in row if key.startswith('ird/recall.')})
     header = ['threshold', 'runs'] + [c.replace('ird/', '') for c in columns]
     body = [[f'{row["saliency_threshold"]:g}', str(row['stage1_runs'])] + [
         '-' if row.get(c) is None else f'{row[c]:.2f}' for c in columns] for row in rows]
