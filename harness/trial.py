@@ -3,12 +3,14 @@
 A trial is the unit the sweep launches. Stand-alone::
 
     python -m harness.trial                                   # bundled SSSS, fraction 1/4, IRD
-    python -m harness.trial experiments/trials/shapes_wsss.yaml --set saliency_threshold=0.4
-    python -m harness.trial --set task=ssss --set labelled_fraction=1/8 \
-        --set stage2.optim_wrapper.optimizer.lr=0.001
+    python -m harness.trial my_trial.yaml --set saliency_threshold=0.4   # TrialSpec keys
+    python -m harness.trial --set fraction=1/8 --set stage2.optim_wrapper.optimizer.lr=0.001 \
+        --work-dir outputs/my_trial
 
-The last line printed is the result as JSON. Inside a torch.distributed process group that
-someone else started (Ray Train), every rank calls :func:`run_trial` with the same arguments.
+Every setting is checked (:mod:`harness.validation`) before anything trains; a bad one is one
+line and exit status 2. The last line printed is the result as strict JSON. Inside a
+torch.distributed process group that someone else started (Ray Train), every rank calls
+:func:`run_trial` with the same arguments.
 """
 import argparse
 import fcntl
