@@ -19,14 +19,14 @@ test_pipeline = [
 ]
 labelled_dataset = dict(
     type='WSSSCOCODataset',
-    data_root='{{_base_.data_root}}',
+    data_root={{_base_.data_root}},
     ann_file='ImageSets/train.txt',
     data_prefix=dict(img_path='JPEGImages/train2014', seg_map_path='SegmentationClass/train2014'),
     labels_file='cls_labels.npy',
     pipeline=train_pipeline)
 pseudo_labelled_dataset = dict(
     type='WSSSCOCODataset',
-    data_root='{{_base_.data_root}}',
+    data_root={{_base_.data_root}},
     ann_file='ImageSets/train.txt',
     data_prefix=dict(img_path='JPEGImages/train2014', seg_map_path='pseudo_masks'),
     labels_file='cls_labels.npy',

@@ -19,14 +19,14 @@ test_pipeline = [
 ]
 labelled_dataset = dict(
     type='WSSSVOCDataset',
-    data_root='{{_base_.data_root}}',
+    data_root={{_base_.data_root}},
     ann_file='ImageSets/Segmentation/train_aug.txt',
     data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClassAug'),
     labels_file='cls_labels.npy',
     pipeline=train_pipeline)
 pseudo_labelled_dataset = dict(
     type='WSSSVOCDataset',
-    data_root='{{_base_.data_root}}',
+    data_root={{_base_.data_root}},
     ann_file='ImageSets/Segmentation/train_aug.txt',
     data_prefix=dict(img_path='JPEGImages', seg_map_path='pseudo_masks'),
     labels_file='cls_labels.npy',
