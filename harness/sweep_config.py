@@ -30,6 +30,7 @@ choices.
 """
 import dataclasses
 import itertools
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -400,6 +401,26 @@ def check_resources(sweep: SweepConfig, nodes: List[Dict[str, float]], where: st
                 f'{sweep.source}: one trial needs resources.num_workers {resources.num_workers} x '
                 f'{keys[name].split(".")[1]} {amount:g} = {needed:g} {name}(s), but {where} has '
                 f'{total:g}; Ray would leave the trials PENDING forever')
+    # A worker's CPUs and GPUs come from one node: enough in total can still be too few per node.
+    fits = sum(_workers_that_fit(node, resources.cpus_per_worker, resources.gpus_per_worker)
+               for node in nodes)
+    if fits < resources.num_workers:
+        per_node = ', '.join(f"{node.get('CPU', 0.0):g} CPU + {node.get('GPU', 0.0):g} GPU"
+                             for node in nodes)
+        raise SweepConfigError(
+            f'{sweep.source}: one trial needs resources.num_workers {resources.num_workers} '
+            f'worker(s) of {resources.cpus_per_worker:g} CPU + {resources.gpus_per_worker:g} GPU '
+            f'each on one node, but the nodes of {where} ({per_node}) hold {fits}; Ray would '
+            'leave the trials PENDING forever')
+
+
+def _workers_that_fit(node: Dict[str, float], cpus: float, gpus: float) -> float:
+    """How many workers of ``cpus`` CPUs and ``gpus`` GPUs one node of ``node``'s resources
+    holds (infinitely many when a worker asks for neither)."""
+    fit = math.floor(node.get('CPU', 0.0) / cpus) if cpus > 0 else math.inf
+    if gpus > 0:
+        fit = min(fit, math.floor(node.get('GPU', 0.0) / gpus))
+    return fit
 
 
 def _search_space(raw: Any, source: str) -> Dict[str, Tuple[str, List[Any]]]:

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.sweep_config import (SweepConfigError, check_trials, grid_axes, grid_points,
-                                  load_sweep, parse_sweep)
+from harness.sweep_config import (SweepConfigError, check_resources, check_trials, grid_axes,
+                                  grid_points, load_sweep, parse_sweep)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted((PROJECT_ROOT / 'experiments').glob('*.yaml'))
@@ -308,3 +308,23 @@ def test_max_concurrent_trials_is_what_the_cluster_holds(resources, limit, clust
 
     sweep = parse_sweep(sweep_of(resources=resources, max_concurrent_trials=limit), 'sweep.yaml')
     assert max_concurrent_trials(sweep, cluster) == expected
+
+
+@pytest.mark.parametrize('nodes, fit', [
+    ([{'CPU': 17, 'GPU': 4}], 4),                               # one node: 4 workers
+    ([{'CPU': 9, 'GPU': 2}, {'CPU': 8, 'GPU': 2}], 4),          # 2 + 2
+    ([{'CPU': 13, 'GPU': 3}, {'CPU': 4, 'GPU': 1}], 4),         # 3 + 1
+    # enough CPUs (17) and GPUs (4) in all, but not on the same nodes: 1 + 1 + 0
+    ([{'CPU': 4, 'GPU': 2}, {'CPU': 4, 'GPU': 2}, {'CPU': 9, 'GPU': 0}], 2),
+    ([{'CPU': 6, 'GPU': 2}, {'CPU': 11, 'GPU': 2}], 3),         # 1 (CPU-bound) + 2
+])
+def test_check_resources_packs_workers_per_node(nodes, fit):
+    """A worker's CPUs and GPUs come from one node: totals that suffice may still not fit."""
+    sweep = parse_sweep(sweep_of(resources={'num_workers': 4, 'cpus_per_worker': 4,
+                                            'gpus_per_worker': 1}), 'sweep.yaml')
+    if fit >= 4:
+        check_resources(sweep, nodes, 'the cluster')
+    else:
+        with pytest.raises(SweepConfigError, match=r'num_workers 4 worker\(s\) of 4 CPU \+ 1 GPU '
+                           rf'each on one node, but the nodes of the cluster .* hold {fit};'):
+            check_resources(sweep, nodes, 'the cluster')

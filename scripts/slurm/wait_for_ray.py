@@ -1,21 +1,19 @@
 """Waits until a Ray cluster has all its nodes, for scripts/slurm/sweep.sbatch.
 
     python scripts/slurm/wait_for_ray.py --address HOST:PORT --nodes N [--timeout S]
-        [--watch-pid PID ...] [--sweep FILE]
+        [--watch-pid PID ...]
 
-Exits 0 once N nodes are alive and, with ``--sweep``, the cluster can hold one trial of that sweep
-(its Ray Train workers, each with its CPUs and GPUs on one node). Exits 1 with a message that says
-what is missing when the timeout passes, when a watched process (a ``srun ... ray start --block``
-step) has exited, or when the nodes cannot hold a trial: Tune would wait for it forever.
+Exits 0 once N nodes are alive. Exits 1 with a message that says what is missing when the timeout
+passes or when a watched process (a ``srun ... ray start --block`` step) has exited. Whether the
+nodes can hold a trial is checked next, by ``harness.sweep`` itself (``check_resources``).
 """
 import argparse
 import logging
-import math
 import socket
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 
 def running(pid: int) -> bool:
@@ -37,35 +35,6 @@ def accepts_connections(address: str) -> bool:
         return False
 
 
-def workers_that_fit(nodes: List[Dict[str, float]], cpus: float, gpus: float) -> int:
-    """How many Ray Train workers of ``cpus`` CPUs and ``gpus`` GPUs the nodes hold together."""
-    total = 0
-    for resources in nodes:
-        fit = math.floor(resources.get('CPU', 0) / cpus) if cpus > 0 else math.inf
-        if gpus > 0:
-            fit = min(fit, math.floor(resources.get('GPU', 0) / gpus))
-        total += fit
-    return total
-
-
-def check_trial_fits(sweep_file: str, nodes: List[Dict[str, float]]) -> Optional[str]:
-    """None when one trial of the sweep fits on ``nodes`` (their Ray resources), else why not."""
-    from harness.sweep import TRAINABLE_CPUS
-    from harness.sweep_config import load_sweep
-
-    resources = load_sweep(sweep_file).resources
-    fit = workers_that_fit(nodes, resources.cpus_per_worker, resources.gpus_per_worker)
-    cpus = sum(node.get('CPU', 0) for node in nodes)
-    needed_cpus = resources.num_workers * resources.cpus_per_worker + TRAINABLE_CPUS
-    if fit >= resources.num_workers and cpus >= needed_cpus:
-        return None
-    per_node = ', '.join(f"{node.get('CPU', 0):g} CPU + {node.get('GPU', 0):g} GPU" for node in nodes)
-    return (f'{sweep_file}: a trial needs {resources.num_workers} worker(s) of '
-            f'{resources.cpus_per_worker:g} CPU + {resources.gpus_per_worker:g} GPU, but the Ray '
-            f'nodes ({per_node}) hold {fit}: request more with --cpus-per-task and '
-            '--gpus-per-node (or --gres=gpu:N), or lower resources in the sweep file')
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description='Wait until a Ray cluster has all its nodes.')
     parser.add_argument('--address', required=True, help='the head\'s GCS address, HOST:PORT')
@@ -73,7 +42,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--timeout', type=float, default=300, help='seconds (default 300)')
     parser.add_argument('--watch-pid', type=int, nargs='*', default=[],
                         help='fail as soon as one of these processes has exited')
-    parser.add_argument('--sweep', help='also check that one trial of this sweep file fits')
     args = parser.parse_args(argv)
 
     import ray
@@ -104,11 +72,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f'{len(alive)} Ray node(s) alive: '
           + ', '.join(f"{node['NodeManagerAddress']} ({node['Resources'].get('CPU', 0):g} CPU, "
                       f"{node['Resources'].get('GPU', 0):g} GPU)" for node in alive))
-    if args.sweep:
-        problem = check_trial_fits(args.sweep, [node['Resources'] for node in alive])
-        if problem:
-            print(f'wait_for_ray: {problem}', file=sys.stderr)
-            return 1
     return 0
 
 
