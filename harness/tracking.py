@@ -23,7 +23,7 @@ import subprocess
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -178,33 +178,39 @@ def write_pseudo_mask_grid(stage1_config: Path, threshold: float, out_path: Path
 
     cfg = Config.fromfile(str(stage1_config))
     data_root = Path(cfg.data_root)
-    prefix = cfg.train_dataloader.dataset.data_prefix
+    image_dir, truth_dir = _pseudo_mask_split(cfg)
+    saliency_dir = data_root / cfg.train_dataloader.dataset.data_prefix['saliency_path']
     stage1_dir = stage1_config.parent
-    masks = sorted((stage1_dir / 'pseudo_masks').glob('*.png'))[:count]
-    images = [Image.open(next((data_root / prefix['img_path']).glob(f'{path.stem}.*')))
-              .convert('RGB') for path in masks]
+    dropped_dir = stage1_dir / 'ird_diagnostics'
+    masks = sorted((stage1_dir / 'pseudo_masks').glob('*.png'))
+    # IRD is measured on a split of its own (VOC: train, of the pseudo-masks' train_aug): draw
+    # images of both where there are such.
+    masks = ([path for path in masks if (dropped_dir / path.name).is_file()] or masks)[:count]
+    images = [Image.open(next(image_dir.glob(f'{path.stem}.*'))).convert('RGB') for path in masks]
     cams = foreground_cams(cfg, (stage1_dir / 'last_checkpoint').read_text().strip(),
                            [np.asarray(image) for image in images])
-    dropped_dir = stage1_dir / 'ird_diagnostics'
     per_image = (json.loads((stage1_dir / 'ird_diagnostics.json').read_text())['images']
                  if (stage1_dir / 'ird_diagnostics.json').is_file() else {})
-    truth_dir = data_root / 'SegmentationClass'
     columns = ['image', 'saliency', 'CAM (foreground)']
     columns += ['dropped by IRD (N)'] if dropped_dir.is_dir() else []
-    columns += [f'saliency errors (t={threshold:g})'] if truth_dir.is_dir() else []
+    columns += [f'saliency errors (t={threshold:g})'] if truth_dir is not None else []
     columns += ['pseudo-mask']
     figure, axes = plt.subplots(len(masks), len(columns), squeeze=False,
                                 figsize=(2 * len(columns), 2 * len(masks)))
     for row, mask_path, image, cam in zip(axes, masks, images, cams):
         image_id = mask_path.stem
-        saliency = np.asarray(Image.open(
-            data_root / prefix['saliency_path'] / f'{image_id}.png').convert('L')) / 255.0
+        saliency = np.asarray(Image.open(saliency_dir / f'{image_id}.png').convert('L')) / 255.0
+        blank = np.zeros(saliency.shape, bool)  # no such file for this image
         panels = [(image, None), (saliency, 'gray'), (cam, 'jet')]
         if dropped_dir.is_dir():
-            panels.append((np.asarray(Image.open(dropped_dir / f'{image_id}.png')) > 0, 'Reds'))
-        if truth_dir.is_dir():
-            truth = np.asarray(Image.open(truth_dir / f'{image_id}.png'))
-            panels.append((((truth > 0) & (truth != 255)) ^ (saliency > threshold), 'Purples'))
+            dropped = dropped_dir / f'{image_id}.png'
+            panels.append((np.asarray(Image.open(dropped)) > 0 if dropped.is_file() else blank,
+                           'Reds'))
+        if truth_dir is not None:
+            truth_file = truth_dir / f'{image_id}.png'
+            truth = np.asarray(Image.open(truth_file)) if truth_file.is_file() else None
+            panels.append((blank if truth is None else
+                           ((truth > 0) & (truth != 255)) ^ (saliency > threshold), 'Purples'))
         panels.append((Image.open(mask_path).convert('RGB'), None))
         for axis, (panel, colour_map) in zip(row, panels):
             scale = {} if colour_map is None else {'cmap': colour_map, 'vmin': 0, 'vmax': 1}
@@ -221,6 +227,21 @@ def write_pseudo_mask_grid(stage1_config: Path, threshold: float, out_path: Path
     figure.savefig(out_path, dpi=100)
     plt.close(figure)
     return out_path
+
+
+def _pseudo_mask_split(cfg: Any) -> Tuple[Path, Optional[Path]]:
+    """The image folder and ground-truth mask folder (``None`` if it has none) of the split whose
+    pseudo-masks the stage-1 config's ``PAMRHook`` writes (VOC: train_aug with
+    SegmentationClassAug; COCO: train2014), under the config's ``data_root``. A config dumped
+    without the hook (a trial resumed after its masks were written) falls back to the training
+    images, without masks."""
+    data_root = Path(cfg.data_root)
+    hook = next((hook for hook in cfg.get('custom_hooks', []) if hook['type'] == 'PAMRHook'), None)
+    dataset = hook['dataloader']['dataset'] if hook else cfg.train_dataloader.dataset
+    prefix = dataset['data_prefix']
+    truth = prefix.get('seg_map_path') if hook else None
+    truth_dir = data_root / truth if truth and (data_root / truth).is_dir() else None
+    return data_root / prefix['img_path'], truth_dir
 
 
 def _percent(value: Optional[float]) -> str:

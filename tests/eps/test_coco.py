@@ -5,9 +5,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from mmengine.config import Config
+from PIL import Image
 
 from harness.eps import WSSSCOCODataset
 from harness.eps.datasets import COCO_CLASSES
+from harness.tracking import write_pseudo_mask_grid
 from harness.trial import TrialSpec, run_trial
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -146,3 +148,9 @@ def test_both_stages_run_on_the_coco_layout(coco_dataset, tmp_path):
     assert 'pseudo/IoU.person' in result and 'val/IoU.toothbrush' in result
     masks = sorted(path.name for path in tmp_path.glob('stage1/*/pseudo_masks/*.png'))
     assert masks == [f'COCO_train2014_{index:012d}.png' for index in range(12)]
+
+    # The trial's visualisation finds the images and masks of the COCO layout (train2014/).
+    grid = write_pseudo_mask_grid(Path(result['stage1_config']), 0.5, tmp_path / 'grid.png',
+                                  count=2)
+    # 2 rows x 5 panels of 2 inches: image, saliency, CAM, saliency errors, pseudo-mask
+    assert np.asarray(Image.open(grid)).shape[:2] == (400, 1000)
