@@ -22,7 +22,7 @@ import numpy as np
 
 from harness import strict_json
 from harness.sweep_config import DEFAULT_STORAGE_PATH
-from harness.tracking import PARENT_TAG, ROLE_TAG, default_tracking_uri
+from harness.tracking import PARENT_TAG, ROLE_TAG, STAGE1_RUN_TAG, default_tracking_uri
 from harness.validation import InvalidSetting, check_tracking_uri
 
 METRIC = 'val/mIoU'
@@ -40,6 +40,7 @@ class TrialRecord:
     seed: int
     overrides: Dict[str, str]
     metrics: Dict[str, float]
+    stage1_run: str = ''  # the stage-1 run folder the trial used ('' if not recorded)
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,8 @@ def load_trials(name: str, tracking_uri: str) -> Tuple[Any, List[TrialRecord]]:
         labelled_fraction=float(run.data.tags.get('labelled_fraction', 0.0)),
         saliency_threshold=float(run.data.tags.get('saliency_threshold', 'nan')),
         seed=int(run.data.tags.get('seed', 0)), overrides=dict(run.data.params),
-        metrics=dict(run.data.metrics)) for run in children if METRIC in run.data.metrics]
+        metrics=dict(run.data.metrics), stage1_run=run.data.tags.get(STAGE1_RUN_TAG, ''))
+        for run in children if METRIC in run.data.metrics]
     return parent, sorted(trials, key=lambda t: (t.labelled_fraction, t.saliency_threshold,
                                                  t.seed, t.trial_id))
 
@@ -111,22 +113,19 @@ def format_table(cells: Sequence[Cell], title: str) -> str:
     rows = [[fraction_label(f)] + [
         f'{by_key[f, t].mean:.2f} +- {by_key[f, t].std:.2f} (n={by_key[f, t].count})'
         if (f, t) in by_key else '-' for t in thresholds] for f in fractions]
-    widths = [max(len(row[i]) for row in [header] + rows) for i in range(len(header))]
-    lines = [' | '.join(cell.ljust(width) for cell, width in zip(row, widths))
-             for row in [header] + rows]
-    lines.insert(1, '-+-'.join('-' * width for width in widths))
-    return '\n'.join([title, *lines])
+    return _render(title, header, rows)
 
 
 def ird_rows(trials: Sequence[TrialRecord]) -> List[Dict[str, Any]]:
     """Per saliency threshold, IRD's dropped region against the saliency errors
     (``ird/precision``, ``ird/recall``, ``ird/share.<kind>``, percent) and ``pseudo/mIoU``, each
-    the mean over the threshold's stage-1 runs (one per seed: trials of one threshold and seed
-    share their stage 1, so each run counts once). Thresholds without IRD figures are left out.
+    the mean over the threshold's stage-1 runs, each counted once however many trials share it
+    (``stage1_run``; trials that did not record it count once per seed). Thresholds without IRD
+    figures are left out.
     """
     rows = []
     for threshold in sorted({t.saliency_threshold for t in trials}):
-        runs = {t.seed: t.metrics for t in trials
+        runs = {t.stage1_run or f'seed {t.seed}': t.metrics for t in trials
                 if t.saliency_threshold == threshold and 'ird/precision' in t.metrics}
         if not runs:
             continue
@@ -149,12 +148,17 @@ def format_ird_table(rows: Sequence[Dict[str, Any]]) -> str:
     header = ['threshold', 'runs'] + [c.replace('ird/', '') for c in columns]
     body = [[f'{row["saliency_threshold"]:g}', str(row['stage1_runs'])] + [
         '-' if row.get(c) is None else f'{row[c]:.2f}' for c in columns] for row in rows]
-    widths = [max(len(line[i]) for line in [header] + body) for i in range(len(header))]
-    lines = [' | '.join(cell.ljust(width) for cell, width in zip(line, widths))
-             for line in [header] + body]
+    return _render('IRD: how much of the dropped region N is a saliency error (precision), how '
+                   'much of the errors it drops (recall), and where N lies (share, %)', header, body)
+
+
+def _render(title: str, header: List[str], rows: List[List[str]]) -> str:
+    """``title``, then the rows as left-aligned columns under ``header`` and a ``-+-`` rule."""
+    widths = [max(len(row[i]) for row in [header] + rows) for i in range(len(header))]
+    lines = [' | '.join(cell.ljust(width) for cell, width in zip(row, widths))
+             for row in [header] + rows]
     lines.insert(1, '-+-'.join('-' * width for width in widths))
-    return '\n'.join(['IRD: how much of the dropped region N is a saliency error (precision), how '
-                      'much of the errors it drops (recall), and where N lies (share, %)', *lines])
+    return '\n'.join([title, *lines])
 
 
 def plot(cells: Sequence[Cell], out_path: Path, title: str) -> Path:

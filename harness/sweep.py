@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from harness.sweep_config import (TRAINABLE_CPUS, SweepConfig, SweepConfigError, check_resources,
-                                  check_trials, load_sweep)
+                                  check_trials, grid_axes, load_sweep)
 from harness.validation import InvalidSetting, check_tracking_uri
 
 TUNE_METRIC = 'val/mIoU'
@@ -244,7 +244,7 @@ class TrialEvents:
 
     def __init__(self, sweep: SweepConfig) -> None:
         self.sweep = sweep
-        self.axes = [*sweep.search_space, *(['seed'] if sweep.seeds is not None else [])]
+        self.axes = list(grid_axes(sweep))
 
     def on_trial_start(self, iteration: int, trials: List[Any], trial: Any, **info: Any) -> None:
         point = ', '.join(f'{key}={trial.config.get(key)}' for key in self.axes)
@@ -291,7 +291,7 @@ def status_table(sweep: SweepConfig) -> Any:
     printed once a minute and at the end; trial events are :class:`TrialEvents`' lines."""
     from ray.tune import CLIReporter
 
-    axes = [*sweep.search_space, *(['seed'] if sweep.seeds is not None else [])]
+    axes = list(grid_axes(sweep))
     return CLIReporter(parameter_columns=axes or None,
                        metric_columns={TUNE_METRIC: 'val mIoU', 'val/iter': 'stage-2 iter'},
                        max_report_frequency=STATUS_EVERY_S, print_intermediate_tables=True)

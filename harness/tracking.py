@@ -32,6 +32,7 @@ from harness import strict_json
 PARAM_VALUE_LIMIT = 500
 ROLE_TAG = 'eps_harness.role'  # 'sweep' on parent runs, 'trial' on child runs
 PARENT_TAG = 'mlflow.parentRunId'
+STAGE1_RUN_TAG = 'stage1_run'  # on child runs: the stage-1 run folder (config digest)
 METRIC_PREFIXES = ('val/', 'pseudo/', 'stage1/', 'ird/', 'time/')
 STEP_KEYS = ('val/iter', 'stage1/iter')
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -141,8 +142,11 @@ class TrialRun:
             self.client.log_batch(self.run_id, metrics=batch)
 
     def log_result(self, result: Mapping[str, Any], work_dir: Path) -> None:
-        """Logs the final metrics of ``run_trial`` and the trial's artifacts."""
+        """Logs the final metrics of ``run_trial``, the trial's artifacts and its stage-1 run
+        (tag ``stage1_run``: the folder name, a digest of the resolved stage-1 config, which the
+        trials that share that run share)."""
         self.log_metrics(result)
+        self.client.set_tag(self.run_id, STAGE1_RUN_TAG, Path(result['stage1_config']).parent.name)
         grid = write_pseudo_mask_grid(Path(result['stage1_config']),
                                       float(result['saliency_threshold']),
                                       Path(work_dir) / 'pseudo_masks.png')

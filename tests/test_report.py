@@ -209,6 +209,20 @@ def test_ird_table_counts_each_stage1_run_once_and_wsss_is_a_row(tracking_uri, t
     assert np.asarray(Image.open(tmp_path / 'ird.png')).std() > 0
 
 
+def test_ird_table_tells_stage1_runs_apart_by_their_folder_not_their_seed(tracking_uri, tmp_path):
+    """Trials of one threshold and seed whose stage 1 differs (a stage-1 setting swept) ran two
+    stage-1 runs: both count; trials sharing a run count once."""
+    target = start_sweep(tracking_uri, 'ablation')
+    for index, (stage1_run, precision) in enumerate([('a1b2', 80.0), ('a1b2', 80.0),
+                                                      ('c3d4', 20.0)]):
+        run = log_trial(target, f'i{index}', 0.5, 0.5, 0, 60.0)
+        run.log_metrics({'ird/precision': precision, 'ird/recall': 50.0, 'stage1/iter': 600})
+        run.client.set_tag(run.run_id, tracking.STAGE1_RUN_TAG, stage1_run)
+        run.finish()
+    row, = report.report('ablation', tracking_uri, tmp_path / 'ablation.png')['ird']
+    assert row['stage1_runs'] == 2 and row['ird/precision'] == 50.0
+
+
 def test_unknown_sweep_lists_the_known_ones(tracking_uri):
     start_sweep(tracking_uri, 'known')
     with pytest.raises(SystemExit):
