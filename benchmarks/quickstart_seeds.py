@@ -27,7 +27,7 @@ from typing import Dict, List, Optional, Sequence
 
 from bench_harness import run_direct
 
-from harness.report import fraction_label
+from harness.report import TrialRecord, comparison_cells, fraction_label
 from harness.sweep_config import load_sweep
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -45,30 +45,26 @@ def mean_std(values: Sequence[Optional[float]]) -> str:
     return f'{statistics.mean(values):.2f} +- {spread:.2f}'
 
 
-def stdev(values: Sequence[float]) -> float:
-    return statistics.stdev(values) if len(values) > 1 else 0.0
-
-
 def miou_table(results: List[Dict]) -> List[str]:
     """Markdown rows: fraction x threshold, and the rising-by-more-than-spread verdicts."""
-    fractions = sorted({r['labelled_fraction'] for r in results})
-    thresholds = sorted({r['saliency_threshold'] for r in results})
-    cell = {(f, t): [r['val/mIoU'] for r in results
-                     if (r['labelled_fraction'], r['saliency_threshold']) == (f, t)]
-            for f in fractions for t in thresholds}
+    cells = {(c.labelled_fraction, c.saliency_threshold): c for c in comparison_cells([
+        TrialRecord(trial_id='', run_id='', task='', labelled_fraction=r['labelled_fraction'],
+                    saliency_threshold=r['saliency_threshold'], seed=r['seed'], overrides={},
+                    metrics=r) for r in results])}
+    fractions = sorted({f for f, _ in cells})
+    thresholds = sorted({t for _, t in cells})
     lines = ['| labelled fraction | ' + ' | '.join(f'threshold {t:g}' for t in thresholds) + ' |',
              '|---|' + '---:|' * len(thresholds)]
     for fraction in fractions:
         lines.append(f'| {fraction_label(fraction)} | ' + ' | '.join(
-            f'{mean_std(cell[fraction, t])} (n={len(cell[fraction, t])})'
-            for t in thresholds) + ' |')
+            f'{cells[fraction, t].mean:.2f} +- {cells[fraction, t].std:.2f} '
+            f'(n={cells[fraction, t].count})' for t in thresholds) + ' |')
     lines.append('')
     for threshold in thresholds if len(fractions) > 1 else []:
-        steps = []
-        for low, high in zip(fractions, fractions[1:]):
-            rise = statistics.mean(cell[high, threshold]) - statistics.mean(cell[low, threshold])
-            spread = max(stdev(cell[low, threshold]), stdev(cell[high, threshold]))
-            steps.append((fraction_label(low), fraction_label(high), rise, spread))
+        steps = [(fraction_label(low), fraction_label(high),
+                  cells[high, threshold].mean - cells[low, threshold].mean,
+                  max(cells[low, threshold].std, cells[high, threshold].std))
+                 for low, high in zip(fractions, fractions[1:])]
         verdict = all(rise > spread for *_, rise, spread in steps)
         lines.append(f'threshold {threshold:g}: ' + '; '.join(
             f'{low} -> {high}: {rise:+.2f} (spread {spread:.2f})'
