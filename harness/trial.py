@@ -276,11 +276,19 @@ def shut_down_dataloader_workers(runner: Any) -> None:
 
 
 def _ensure_bundled_dataset(cfg: Config) -> None:
-    """Generates the bundled dataset when a config names it and it is not there yet."""
-    if cfg.get('dataset_type') == 'SyntheticShapesDataset' and not Path(cfg.data_root).exists():
-        if _rank() == 0:
-            synthetic.ensure_dataset(cfg.data_root)
-        _barrier()
+    """Generates the bundled dataset when a config names it and it is not there yet; one that is
+    there must be of this code's generator version (of any settings: tests use a smaller one).
+
+    Raises:
+        ValueError: on every rank, naming the folder, for a dataset of another generator version.
+    """
+    if cfg.get('dataset_type') != 'SyntheticShapesDataset':
+        return
+    root = Path(cfg.data_root)
+    if _rank() == 0 and not root.exists():
+        synthetic.ensure_dataset(root)
+    _barrier()
+    synthetic.check_dataset(root)
 
 
 @contextmanager

@@ -12,7 +12,7 @@ import os
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Callable, Collection, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Collection, Dict, List, Optional, Sequence
 
 from mmengine.config import Config
 
@@ -41,7 +41,8 @@ def check_trials(specs: Sequence[TrialSpec], explicit: Collection[str], source: 
             single trial, whose source says it all).
 
     The bundled dataset is generated at the configs' own ``data_root`` when it is absent, after
-    every other check passed; a ``data_root`` the user named must exist.
+    every other check passed; a ``data_root`` the user named must exist. A bundled dataset that
+    is there must be of this code's generator version (any settings).
 
     Raises:
         InvalidSetting: naming the trial, the setting and what is valid.
@@ -49,7 +50,6 @@ def check_trials(specs: Sequence[TrialSpec], explicit: Collection[str], source: 
     from harness.stage_configs import stage1_config, stage2_config
 
     labels = list(labels or [f'trial {index}' for index in range(len(specs))])
-    built: Dict[str, Tuple[Config, Config]] = {}
     stage_configs = []
     for spec, label in zip(specs, labels):
         where = f'{source}: {label}' if label else source
@@ -57,11 +57,8 @@ def check_trials(specs: Sequence[TrialSpec], explicit: Collection[str], source: 
             raise InvalidSetting(
                 f'{where}: stage1.{THRESHOLD_KEY} is the trial\'s saliency_threshold: set '
                 f'saliency_threshold (short name threshold) instead')
-        key = json.dumps(spec.to_dict(), sort_keys=True, default=str)
-        if key not in built:
-            built[key] = (_built(stage1_config, spec, 'stage1', where),
-                          _built(stage2_config, spec, 'stage2', where))
-        cfg1, cfg2 = built[key]
+        cfg1 = _built(stage1_config, spec, 'stage1', where)
+        cfg2 = _built(stage2_config, spec, 'stage2', where)
         _check_settings_used(spec, cfg1, explicit, where)
         _check_stage_roles(spec, cfg1, cfg2, where)
         _check_stage2_init(spec, cfg1, cfg2, where)
@@ -165,8 +162,9 @@ def _check_settings_used(spec: TrialSpec, cfg1: Config, explicit: Collection[str
 
 def _check_stage_roles(spec: TrialSpec, cfg1: Config, cfg2: Config, where: str) -> None:
     """Stage 1 must write pseudo-masks when stage 2 needs them; stage 2 must have its parts."""
-    missing = [part for part in ('labelled_dataset', 'pseudo_labelled_dataset')
-               if part not in cfg2]
+    from harness.stage_configs import STAGE2_PARTS
+
+    missing = [part for part in STAGE2_PARTS if part not in cfg2]
     if missing:
         raise InvalidSetting(
             f'{where}: {spec.stage2_config} has no {missing}: a stage-2 config defines its '
@@ -229,16 +227,21 @@ def _check_data(spec: TrialSpec, cfg1: Config, cfg2: Config, data_root_given: bo
     from harness.stage_configs import labelled_split
 
     root = Path(cfg1.data_root)
+    bundled = cfg1.get('dataset_type') == 'SyntheticShapesDataset'
+    named = 'data_root' if data_root_given else f'data_root of {spec.stage1_config}'
     if not root.exists():
-        bundled = cfg1.get('dataset_type') == 'SyntheticShapesDataset'
         if bundled and not data_root_given:
             synthetic.ensure_dataset(root)  # the configs' own bundled dataset, made on first use
         else:
-            named = 'data_root' if data_root_given else f'data_root of {spec.stage1_config}'
             hint = (f'To put the bundled dataset there: python -m harness.data.synthetic --out '
                     f'{root}' if bundled else 'Put the dataset there or set data_root. Expected '
                     f'layout: {_layout(cfg1)}')
             raise InvalidSetting(f'{where}: dataset folder {root} ({named}) not found. {hint}')
+    elif bundled:
+        try:  # one of an older generator lacks files that the configs read (SaliencyErrors/)
+            synthetic.check_dataset(root)
+        except ValueError as error:
+            raise InvalidSetting(f'{where}: dataset folder {root} ({named}): {error}') from error
     try:
         labelled_split(spec, cfg2)
     except (FileNotFoundError, ValueError) as error:

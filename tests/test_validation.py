@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import List
 
 import pytest
+import torch
 import yaml
 
 from harness import report as report_cli
 from harness import sweep as sweep_cli
 from harness import trial as trial_cli
 from harness.spec import TrialSpec
+from ports import free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 STAGE1 = PROJECT_ROOT / TrialSpec.stage1_config
@@ -32,12 +34,6 @@ def refused(main, argv: List[str], capsys) -> str:
     error = capsys.readouterr().err.strip()
     assert error.startswith('error: ') and '\n' not in error, error
     return error
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(('127.0.0.1', 0))
-        return probe.getsockname()[1]
 
 
 # ------------------------------------------------------------------------------------------
@@ -100,8 +96,6 @@ TRIAL_CASES = [
       'stage1_config=mm_configs/eps/epspp-ird_r101-d8_1xb8-26k_voc12aug-448x448.py',
       'stage2_config=mm_configs/stage2/deeplabv3plus_r101-d8_4xb4-40k_voc12aug-512x512.py'],
      "stage2_init_from_stage1 is set, but the backbones of"),
-    # amp without CUDA (this machine and CI have none)
-    (['amp=true'], 'amp is true, but this machine has no CUDA GPU'),
 ]
 
 
@@ -111,6 +105,14 @@ def test_trial_refuses_a_bad_setting_before_anything_runs(assignments, expected,
                                                           tmp_path, capsys):
     error = refused(trial_cli.main, trial_args(*assignments), capsys)
     assert expected in error
+    assert not (tmp_path / 'trial').exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(),
+                    reason='with CUDA, amp=true is valid: a whole default trial would train')
+def test_trial_refuses_amp_without_cuda(trial_args, tmp_path, capsys):
+    error = refused(trial_cli.main, trial_args('amp=true'), capsys)
+    assert 'amp is true, but this machine has no CUDA GPU' in error
     assert not (tmp_path / 'trial').exists()
 
 
@@ -203,7 +205,8 @@ SWEEP_CASES = [
     ({'seeds': [0.5]}, 'seeds: [0.5] is not valid'),
     ({'seeds': [0, 0]}, 'distinct seeds'),
     ({'num_samples': 2}, 'every repeat of a grid point would train the same trial'),
-    ({'resources': {'gpus_per_worker': 1}}, 'resources.gpus_per_worker: 1 GPU(s) per worker'),
+    ({'resources': {'gpus_per_worker': 64}},
+     'resources.gpus_per_worker: 64 GPU(s) per worker'),
     ({'resources': {'gpus_per_worker': 1.5}}, 'a fraction of one GPU'),
     ({'resources': {'cpus_per_worker': 512}}, 'resources.cpus_per_worker: 512 CPU(s) per worker'),
     ({'resources': {'num_workers': 512, 'cpus_per_worker': 1}},
@@ -398,3 +401,28 @@ def test_pseudo_masks_accept_the_checkpoint_of_their_network(stage1_config_file,
     printed = capsys.readouterr().out.strip().splitlines()[-1]
     assert 'NaN' not in printed
     assert json.loads(printed) == json.loads(json.dumps(metrics))
+
+
+@pytest.mark.parametrize('data_root_given', [True, False], ids=['named', 'the-configs-own'])
+def test_trial_refuses_a_bundled_dataset_of_an_older_generator(data_root_given, tiny_dataset,
+                                                               tmp_path, monkeypatch, capsys):
+    """A data/shapes_voc that older code wrote (generator_version 1, no SaliencyErrors/) passed
+    the checks, and stage 1 failed in IRDDiagnosticsHook.before_train."""
+    import shutil
+    old = tmp_path / 'data' / 'shapes_voc'
+    shutil.copytree(tiny_dataset, old)
+    shutil.rmtree(old / 'SaliencyErrors')
+    info = json.loads((old / 'dataset_info.json').read_text())
+    (old / 'dataset_info.json').write_text(json.dumps({**info, 'generator_version': 1}))
+    experiment = tmp_path / 'experiment.yaml'
+    experiment.write_text(yaml.safe_dump({'stage1_config': str(STAGE1),
+                                          'stage2_config': str(STAGE2)}))
+    monkeypatch.chdir(tmp_path)  # where the configs' own data_root, data/shapes_voc, is found
+    before = sorted(tmp_path.rglob('*'))
+    argv = [str(experiment), '--work-dir', str(tmp_path / 'trial')]
+    error = refused(trial_cli.main, argv + [f'--set=data_root={old}'] * data_root_given, capsys)
+    named = 'data_root' if data_root_given else f'data_root of {STAGE1}'
+    assert f'dataset folder {old} ({named}): {old} holds a synthetic dataset of ' \
+           'generator_version 1' in error
+    assert 'remove that folder to regenerate it' in error
+    assert sorted(tmp_path.rglob('*')) == before

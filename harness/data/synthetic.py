@@ -670,8 +670,8 @@ def ensure_dataset(out_dir: str | Path, config: SyntheticConfig = SyntheticConfi
     """Return ``out_dir`` holding the dataset of ``config``, generating it if it is absent.
 
     Safe to call from parallel processes: the ones that lose the race to create it accept the
-    winner's dataset. Raises ValueError if the folder holds a dataset of other settings, and
-    FileExistsError if it holds something else.
+    winner's dataset. Raises ValueError if the folder holds a dataset of other settings or of
+    another generator version, and FileExistsError if it holds something else.
     """
     out = Path(out_dir)
     if not (out / INFO_FILE).is_file():
@@ -702,7 +702,14 @@ def _move_into_place(staging: Path, out: Path) -> None:
         ) from err
 
 
-def _check_same_config(out: Path, config: SyntheticConfig) -> None:
+def check_dataset(out_dir: str | Path) -> dict:
+    """Return the settings (``asdict(SyntheticConfig)``) of the dataset in ``out_dir``.
+
+    Checks only, writes nothing. Raises ValueError, naming the folder, unless it holds a complete
+    dataset of this code's GENERATOR_VERSION (an older one lacks files that the configs read, such
+    as SaliencyErrors/); a dataset of any settings passes.
+    """
+    out = Path(out_dir)
     try:
         info = json.loads((out / INFO_FILE).read_text())
         stored_config, stored_version = info["config"], info["generator_version"]
@@ -710,15 +717,21 @@ def _check_same_config(out: Path, config: SyntheticConfig) -> None:
         raise ValueError(
             f"{out / INFO_FILE} is not a readable synthetic dataset info file: {err}"
         ) from err
+    if stored_version != GENERATOR_VERSION:
+        raise ValueError(
+            f"{out} holds a synthetic dataset of generator_version {stored_version!r}, this code "
+            f"reads version {GENERATOR_VERSION}: remove that folder to regenerate it"
+        )
+    return stored_config
+
+
+def _check_same_config(out: Path, config: SyntheticConfig) -> None:
+    stored_config = check_dataset(out)
     differences = [
         f"{key}: {stored_config.get(key)!r} there, {value!r} requested"
         for key, value in asdict(config).items()
         if stored_config.get(key) != value
     ]
-    if stored_version != GENERATOR_VERSION:
-        differences.append(
-            f"generator_version: {stored_version!r} there, {GENERATOR_VERSION} in this code"
-        )
     if differences:
         raise ValueError(
             f"{out} holds a synthetic dataset generated with other settings "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from harness.data.synthetic import (
     ERROR_KINDS,
     PALETTE,
     SyntheticConfig,
+    check_dataset,
     ensure_dataset,
     generate_dataset,
 )
@@ -287,6 +289,22 @@ def test_ensure_dataset_refuses_a_folder_without_a_dataset(tmp_path: Path) -> No
     (tmp_path / "stuff.txt").write_text("x")
     with pytest.raises(FileExistsError, match="not an empty folder"):
         ensure_dataset(tmp_path, SMALL)
+
+
+def test_check_dataset_accepts_any_settings_of_this_generator_version(
+    small: Path, tmp_path: Path
+) -> None:
+    assert check_dataset(small) == _info(small)["config"]
+    older = tmp_path / "older"
+    older.mkdir()
+    (older / "dataset_info.json").write_text(json.dumps({**_info(small), "generator_version": 1}))
+    before = _files(older)
+    expected = f"{older} holds a synthetic dataset of generator_version 1, this code reads version"
+    for check in (check_dataset, lambda root: ensure_dataset(root, SMALL)):
+        with pytest.raises(ValueError, match=re.escape(expected)) as caught:
+            check(older)
+        assert "remove that folder to regenerate it" in str(caught.value)
+    assert _files(older) == before
 
 
 @pytest.mark.parametrize(
