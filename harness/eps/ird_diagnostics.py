@@ -109,7 +109,8 @@ class IRDDiagnosticsHook(Hook):
         dataloader: Dataloader config of a split with images, saliency, masks and image labels
             (optionally ``saliency_errors_path``), with an un-augmented pipeline ending in
             ``PackWSSSInputs`` (``LoadAnnotations``, ``LoadSaliencyMap``, optionally
-            ``LoadSaliencyErrors``).
+            ``LoadSaliencyErrors``). Rank 0 builds it and reads every image in order, with the
+            config's batch size, ``num_workers`` and ``pin_memory`` (workers never persistent).
         interval: Iterations between measurements during training (0: after training only).
         out_dir: Name of the per-image output under the work dir.
     """
@@ -131,12 +132,9 @@ class IRDDiagnosticsHook(Hook):
         if not isinstance(loss, IRDLoss):
             raise TypeError(f'IRDDiagnosticsHook measures IRDLoss, but the model trains with '
                             f'loss_sal {type(loss).__name__}: remove the hook from custom_hooks')
-        if not isinstance(self.dataloader, torch.utils.data.DataLoader):
-            built = runner.build_dataloader(self.dataloader, seed=runner.seed)
-            # Rank 0 measures alone, so it reads every image, in order: the built sampler would
-            # give it only its share of a distributed run's images.
-            self.dataloader = torch.utils.data.DataLoader(
-                built.dataset, batch_size=built.batch_size, collate_fn=built.collate_fn)
+        if runner.rank == 0 and not isinstance(self.dataloader, torch.utils.data.DataLoader):
+            self.dataloader = _every_image_in_order(
+                runner.build_dataloader(self.dataloader, seed=runner.seed))
 
     def after_train_iter(self, runner: Runner, batch_idx: int, data_batch: Any = None,
                          outputs: Any = None) -> None:
@@ -207,6 +205,19 @@ def measure(model: torch.nn.Module, dataloader: Any) -> Dict[str, Dict[str, Any]
                 results[sample.metainfo['img_id']] = {
                     'counts': counts, 'dropped_region': region.numpy().astype(np.uint8) * 255}
     return results
+
+
+def _every_image_in_order(built: torch.utils.data.DataLoader) -> torch.utils.data.DataLoader:
+    """A loader of every image of ``built``'s dataset, in order, with its batch size, collate
+    function, workers and pinned memory.
+
+    Rank 0 measures alone: the built sampler would give it only its share of a distributed run's
+    images. The workers are never persistent: each measurement's pass ends its own, which the
+    trial's shutdown of the loops' loaders would not reach.
+    """
+    return torch.utils.data.DataLoader(
+        built.dataset, batch_size=built.batch_size, collate_fn=built.collate_fn,
+        num_workers=built.num_workers, pin_memory=built.pin_memory)
 
 
 def _padded(maps: List[Tensor], size: Sequence[int]) -> Tensor:

@@ -1,10 +1,19 @@
 """IRD's dropped region against the saliency errors: counts, ratios, and the region itself."""
+from pathlib import Path
+from types import SimpleNamespace
+
 import pytest
 import torch
+from mmengine.config import Config
+from mmengine.registry import DefaultScope
+from mmengine.runner import Runner
 
 from harness.data.synthetic import ERROR_KIND_VALUES
 from harness.eps import IRDLoss
-from harness.eps.ird_diagnostics import error_counts, summarise, total
+from harness.eps.ird_diagnostics import IRDDiagnosticsHook, error_counts, summarise, total
+from test_ird_loss import LITERAL, PIXEL_3_DROPPED, THREE_PIXELS
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 # One 3x4 image. Ground truth: an object in the left half (1), background right (0), one
 # ignored pixel (255). Saliency covers the top-left object pixels and one background pixel.
@@ -64,14 +73,36 @@ def test_kind_values_are_the_generators():
 
 def test_inconsistent_region_is_what_the_loss_drops():
     # background + 1 class, 3 pixels: M_fg = [0.9, 0.2, 0.7]; saliency [1, 0, 0.1]
-    maps = torch.log(torch.tensor([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7]]).T).view(1, 2, 1, 3)
-    saliency = torch.tensor([1.0, 0.0, 0.1]).view(1, 1, 1, 3)
-    loss = IRDLoss(threshold=0.5, pamr=dict(type='PAMR', num_iter=0, dilations=(1, )),
-                   refine='softmax')
-    region = loss.inconsistent_region(maps, saliency, torch.ones(1, 1), torch.zeros(1, 3, 1, 3))
+    loss = IRDLoss(threshold=0.5, **LITERAL)
+    region = loss.inconsistent_region(*THREE_PIXELS)
     assert region.dtype == torch.bool
     assert region.flatten().tolist() == [False, False, True]
     # the loss keeps exactly the other two pixels
-    kept = ((1.0 - 0.9) ** 2 + (0.0 - 0.2) ** 2) / 2
-    value = loss(maps, saliency, torch.ones(1, 1), torch.zeros(1, 3, 1, 3))
-    assert value.item() == pytest.approx(kept, rel=1e-5)
+    assert loss(*THREE_PIXELS).item() == pytest.approx(PIXEL_3_DROPPED, rel=1e-5)
+
+
+def fake_runner(rank: int) -> SimpleNamespace:
+    """What ``before_train`` reads of an MMEngine runner: rank, seed, model and the builder."""
+    return SimpleNamespace(rank=rank, seed=0, build_dataloader=Runner.build_dataloader,
+                           model=SimpleNamespace(loss_sal=IRDLoss()))
+
+
+@pytest.mark.parametrize('rank', [0, 1])
+def test_rank_0_alone_builds_the_loader_with_the_configs_workers_never_persistent(rank,
+                                                                                  tiny_dataset):
+    from harness.stage_configs import set_data_root
+
+    cfg = Config.fromfile(str(PROJECT_ROOT / 'mm_configs/_base_/datasets/shapes_voc_wsss.py'))
+    set_data_root(cfg, str(tiny_dataset))
+    loader_cfg = dict(cfg.ird_diagnostics_dataloader, num_workers=2, persistent_workers=True,
+                      pin_memory=True)
+    hook = IRDDiagnosticsHook(loader_cfg)
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        hook.before_train(fake_runner(rank))
+    if rank:
+        assert hook.dataloader is loader_cfg
+        return
+    loader = hook.dataloader
+    assert (loader.num_workers, loader.pin_memory, loader.persistent_workers) == (2, True, False)
+    assert isinstance(loader.sampler, torch.utils.data.SequentialSampler)
+    assert len(loader.dataset) == 12  # every image of the tiny dataset's train split
