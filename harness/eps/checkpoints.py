@@ -3,7 +3,6 @@ import os
 from contextlib import contextmanager
 from typing import Iterator, List, Optional
 
-import torch
 from mmengine.dist import is_main_process
 from mmengine.hooks import CheckpointHook
 
@@ -61,36 +60,3 @@ def trusted_checkpoint_loading() -> Iterator[None]:
             del os.environ['TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD']
         else:
             os.environ['TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'] = previous
-
-
-def load_checkpoint_strictly(model: torch.nn.Module, checkpoint: str, config: str) -> None:
-    """Loads the weights of ``checkpoint`` (an MMEngine checkpoint) into ``model``, refusing a
-    checkpoint of another architecture.
-
-    MMEngine's ``load_checkpoint`` only logs missing and unexpected keys, so a checkpoint of
-    another network yields a randomly initialised model that still writes masks. Here every
-    weight of the model must be in the checkpoint with its shape, and nothing else.
-
-    Raises:
-        ValueError: naming the checkpoint, the config, and a few missing, unexpected and
-            mis-shaped weights.
-    """
-    with trusted_checkpoint_loading():  # a checkpoint the user names and so trusts
-        loaded = torch.load(checkpoint, map_location='cpu')
-    state = loaded.get('state_dict', loaded) if isinstance(loaded, dict) else None
-    if not isinstance(state, dict):
-        raise ValueError(f'checkpoint {checkpoint} holds no state dict (a {type(loaded).__name__})')
-    if state and all(key.startswith('module.') for key in state):  # saved from a DDP wrapper
-        state = {key[len('module.'):]: value for key, value in state.items()}
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    reshaped = sorted(key for key in set(expected) & set(state)
-                      if tuple(expected[key].shape) != tuple(state[key].shape))
-    if missing or unexpected or reshaped:
-        raise ValueError(
-            f'checkpoint {checkpoint} does not fit the model of {config}: {len(missing)} '
-            f'weights missing (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. '
-            f'{unexpected[:3]}), {len(reshaped)} of another shape (e.g. {reshaped[:3]}); it is '
-            'a checkpoint of another network')
-    model.load_state_dict(state, strict=True)

@@ -13,6 +13,7 @@ config has none, ``--cfg-options`` changes any config key (MMEngine syntax).
 import argparse
 import os
 import shutil
+import textwrap
 from pathlib import Path
 from typing import Dict, Sequence
 
@@ -25,8 +26,10 @@ from torch.utils.data import DataLoader
 
 from mmseg.structures import SegDataSample
 from harness import strict_json
-from .checkpoints import load_checkpoint_strictly
+from .checkpoints import trusted_checkpoint_loading
 from .metrics import PerClassIoUMetric
+
+MAX_REASONS_CHARS = 300  # of MMEngine's message, which names every mismatched weight
 
 
 def write_palette_png(path: Path, mask: np.ndarray, palette: Sequence[Sequence[int]]) -> None:
@@ -89,6 +92,28 @@ def generate_pseudo_masks(model: torch.nn.Module, dataloader: DataLoader, out_di
     return metrics
 
 
+def _load_weights(model: torch.nn.Module, checkpoint: str, config: str) -> None:
+    """Loads ``checkpoint`` into ``model`` with MMEngine's strict loading.
+
+    Plain loading only logs missing and unexpected weights, so a checkpoint of another network
+    would write masks from a randomly initialised model.
+
+    Raises:
+        ValueError: one line naming the checkpoint and the config, with MMEngine's reasons
+            (missing, unexpected and mis-shaped weights) shortened.
+    """
+    from mmengine.runner import load_checkpoint
+
+    try:
+        with trusted_checkpoint_loading():  # a checkpoint the user names and so trusts
+            load_checkpoint(model, checkpoint, map_location='cpu', strict=True, logger='current')
+    except RuntimeError as error:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        reasons = textwrap.shorten('; '.join(lines), MAX_REASONS_CHARS, placeholder=' ...')
+        raise ValueError(f'checkpoint {checkpoint} does not fit the model of {config} (weights '
+                         f'missing, unexpected or of another shape): {reasons}') from error
+
+
 def main(argv: Sequence[str] = None) -> Dict[str, float]:
     """The command line; a bad argument exits with status 2 and one line naming it, before any
     mask is written."""
@@ -96,6 +121,7 @@ def main(argv: Sequence[str] = None) -> Dict[str, float]:
     from mmengine.runner import Runner
 
     from harness.overrides import apply_overrides
+    from harness.validation import message_of
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('config', help='stage-1 config with a PAMRHook in custom_hooks')
@@ -128,10 +154,9 @@ def main(argv: Sequence[str] = None) -> Dict[str, float]:
             raise FileExistsError(f'pseudo-mask folder {out_dir} already exists; it is not '
                                   'overwritten: remove it or name another with --out')
         runner = Runner.from_cfg(cfg)
-        load_checkpoint_strictly(runner.model, args.checkpoint, args.config)
+        _load_weights(runner.model, args.checkpoint, args.config)
     except (FileNotFoundError, FileExistsError, KeyError, TypeError, ValueError) as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
-        parser.exit(2, f'error: {message}\n')
+        parser.exit(2, f'error: {message_of(error)}\n')
     metrics = generate_pseudo_masks(runner.model, Runner.build_dataloader(hooks[0]['dataloader']),
                                     out_dir)
     print(strict_json.dumps(metrics))

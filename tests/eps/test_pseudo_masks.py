@@ -6,7 +6,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from harness.data import synthetic
-from harness.eps.pseudo_masks import generate_pseudo_masks, write_palette_png
+from harness.eps.pseudo_masks import _load_weights, generate_pseudo_masks, write_palette_png
 from mmseg.structures import SegDataSample
 
 
@@ -78,3 +78,18 @@ def test_palette_png_uses_the_dataset_palette(tmp_path):
     image = Image.open(tmp_path / 'm.png')
     np.testing.assert_array_equal(np.asarray(image), [[0, 3], [255, 1]])
     assert image.getpalette()[9:12] == list(synthetic.PALETTE[3])
+
+
+def test_weights_load_strictly_also_from_a_ddp_checkpoint(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    trained = {key: value + 1 for key, value in model.state_dict().items()}
+    torch.save({'state_dict': {f'module.{key}': value for key, value in trained.items()}},
+               tmp_path / 'ddp.pth')
+    _load_weights(model, str(tmp_path / 'ddp.pth'), 'stage1.py')
+    assert torch.equal(model.weight, trained['weight'])
+
+    torch.save({'state_dict': torch.nn.Linear(3, 4).state_dict()}, tmp_path / 'wide.pth')
+    with pytest.raises(ValueError, match=r'checkpoint \S+wide.pth does not fit the model of '
+                       r'stage1.py .*size mismatch for weight') as caught:
+        _load_weights(model, str(tmp_path / 'wide.pth'), 'stage1.py')
+    assert '\n' not in str(caught.value)
