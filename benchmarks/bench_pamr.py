@@ -11,9 +11,10 @@ Shapes (``--shape``, default both, one table each):
   foreground map, refined at image resolution).
 
 Every implementation runs the same algorithm (Araslanov & Roth, CVPR 2020) in float32 on the same
-random inputs with dilations (1, 2, 4, 8, 12, 24): the conv reference, each PAMR path that runs
-on the device (``embedding_bag`` and ``shifted`` everywhere, ``triton`` on CUDA where triton
-imports) and ``PAMR()`` as configs build it (``auto``, which picks a path per call). Reported:
+random inputs with dilations (1, 2, 4, 8, 12, 24): the conv reference (the authors' code, in
+``reference_pamr.py``), each PAMR path that runs on the device (``embedding_bag`` and ``shifted``
+everywhere, ``triton`` on CUDA where triton imports) and ``PAMR()`` as configs build it
+(``auto``, which picks a path per call). Reported:
 
 * first call: wall time of the first forward pass, which includes compiling the Triton kernels
   (Triton caches them on disk, in ``~/.triton/cache``: a later process skips the compile);
@@ -40,14 +41,14 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Callable, Dict, List, NamedTuple, Sequence
+from typing import Callable, Dict, List, NamedTuple
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch import Tensor
 
 from harness.eps.pamr import PAMR, triton_kernels
+from reference_pamr import ReferencePAMR
 
 DILATIONS = (1, 2, 4, 8, 12, 24)
 
@@ -65,37 +66,6 @@ SHAPES: Dict[str, Shape] = {
 }
 
 
-class ConvPAMR(nn.Module):
-    """PAMR as in the reference code: every neighbour of every pixel gathered by a 3x3 dilated
-    convolution, i.e. a ``[B, K, 8 * len(dilations), H, W]`` tensor per iteration."""
-
-    def __init__(self, num_iter: int, dilations: Sequence[int]) -> None:
-        super().__init__()
-        self.num_iter = num_iter
-        self.dilations = tuple(dilations)
-        window = torch.eye(9).view(9, 1, 3, 3)
-        neighbours = window[[0, 1, 2, 3, 5, 6, 7, 8]]
-        self.register_buffer('copy_kernel', neighbours)
-        self.register_buffer('diff_kernel', window[4:5] - neighbours)
-        self.register_buffer('window_kernel', window)
-
-    def _local(self, x: Tensor, kernel: Tensor) -> Tensor:
-        batch, channels, height, width = x.shape
-        x = x.reshape(batch * channels, 1, height, width)
-        taps = [F.conv2d(F.pad(x, [d] * 4, mode='replicate'), kernel, dilation=d)
-                for d in self.dilations]
-        return torch.cat(taps, 1).view(batch, channels, -1, height, width)
-
-    def forward(self, image: Tensor, masks: Tensor) -> Tensor:
-        masks = F.interpolate(masks, size=image.shape[-2:], mode='bilinear', align_corners=True)
-        std = self._local(image, self.window_kernel).std(2, keepdim=True)
-        affinity = -self._local(image, self.diff_kernel).abs() / (1e-8 + 0.1 * std)
-        affinity = F.softmax(affinity.mean(1, keepdim=True), 2)
-        for _ in range(self.num_iter):
-            masks = (self._local(masks, self.copy_kernel) * affinity).sum(2)
-        return masks
-
-
 def implementations(device: torch.device) -> List[str]:
     """Names of what runs on ``device``: the reference, PAMR's paths there, and ``auto``."""
     paths = ['embedding_bag', 'shifted']
@@ -106,7 +76,7 @@ def implementations(device: torch.device) -> List[str]:
 
 def build(name: str, iters: int, device: torch.device) -> nn.Module:
     if name == 'conv reference':
-        return ConvPAMR(iters, DILATIONS).to(device)
+        return ReferencePAMR(iters, DILATIONS).to(device)
     return PAMR(iters, DILATIONS, path=name).to(device)
 
 

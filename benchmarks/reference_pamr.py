@@ -1,7 +1,7 @@
 """The reference PAMR of Araslanov & Roth (CVPR 2020), as in github.com/visinf/1-stage-wseg
 (``models/mods/pamr.py``): conv-based, one ``[B, K, 8 * len(dilations), H, W]`` tensor of
-neighbours per iteration. Slow but plain; tests compare :class:`harness.eps.pamr.PAMR` and the
-components that use it with this copy."""
+neighbours per iteration. Slow but plain: ``bench_pamr.py`` times :class:`harness.eps.pamr.PAMR`'s
+paths against it, and tests (``tests/eps``) compare PAMR and the components that use it with it."""
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
