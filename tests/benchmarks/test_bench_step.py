@@ -30,17 +30,20 @@ def test_phases_add_up_to_the_step():
     rows = table_rows(result.stdout)
     assert set(rows) == set(PHASES) | {'sum of phases', 'step (timed on its own)'}
     assert all(rows[phase][0] > 0 for phase in PHASES)
-    # The median of 2 steps is their mean, so the phases' medians add up to the step's median
-    # but for the timer's own overhead (microseconds) and the table's rounding.
+    # The median of 2 steps is their mean, and each step's phases are disjoint parts of it: their
+    # medians add up to at most the step's median (time counted twice would exceed it, however
+    # small), short of it only by the timer's own overhead (about 0.3%). A phase's work left
+    # untimed would leave a gap of its share, over 2% for all but the classification loss.
     step = rows['step (timed on its own)'][0]
     phases = sum(rows[phase][0] for phase in PHASES)
-    assert abs(phases - step) <= 0.5
+    rounding = 0.005 * (len(PHASES) + 1)
+    assert 0.98 * step <= phases <= step + rounding
     assert abs(rows['sum of phases'][0] - phases) <= 0.01 * len(PHASES)
     assert "PAMR path 'auto' (-> 'shifted')" in result.stdout
 
 
-def test_amp_without_cuda_is_refused_before_anything_runs():
+def test_amp_on_the_cpu_is_refused_before_anything_runs():
     result = bench_step('--device', 'cpu', '--amp')
     assert result.returncode == 2
-    assert '--amp: amp is true, but this machine has no CUDA GPU' in result.stderr
+    assert '--amp needs --device cuda (got --device cpu)' in result.stderr
     assert '| phase |' not in result.stdout
