@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2329  # the step functions are called by name, through run
 # GPU check of eps-harness: PAMR on CUDA, where a stage-1 training step goes (float32 and mixed
 # precision, paper size), and the wall time of the bundled trial. For a GPU node that has
 # Python 3 with torch (CUDA build), numpy, opencv, scipy and matplotlib, but no internet.
@@ -59,7 +60,7 @@ STAGE1_SMALL=mm_configs/eps/epspp-ird_r18-tiny_1xb16-600i_shapes-64x64.py
 
 exec > >(tee -a "$LOG") 2>&1
 START=$(date +%s)
-cd "$PROJECT"
+cd "$PROJECT" || exit 2
 export PYTHONPATH="$SITE:$PROJECT${PYTHONPATH:+:$PYTHONPATH}"
 failures=0
 
@@ -91,6 +92,10 @@ run() {
     esac
 }
 
+# Not scripts/install.sh: that installs the whole project into a venv (`pip install -e .[dev]`:
+# Ray, MLflow, openmim and pytest too, all of which its wheelhouse must hold) and then imports
+# ray and mlflow to check it. This node keeps its own torch and libraries, and harness.trial needs
+# only the OpenMMLab stack and pydensecrf2: those alone go into a --target folder on PYTHONPATH.
 # Every wheel of the wheelhouse goes into $SITE; every sdist is compiled first, all at once (mmcv
 # with its CPU ops only, the GPU hidden; pydensecrf2 from its Cython sources), unless the
 # wheelhouse has a wheel of the same name and version (built against the node's torch).
