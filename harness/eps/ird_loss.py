@@ -45,7 +45,7 @@ class IRDLoss(SaliencyLoss):
       opinion that decides which saliency pixels to drop cannot drift with the network's own
       background. Measured on the bundled data (from scratch, 600 iterations): with
       ``'softmax'`` the background channel took over the objects of 4 of 5 classes (pseudo-mask
-      mIoU 25.1); see the README for the ``'cam'`` figures.
+      mIoU 25.1); see docs/method.md for the ``'cam'`` figures.
 
     Args:
         threshold: Binarisation threshold of ``B`` (0.5 in the paper; swept by the harness).
