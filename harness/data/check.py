@@ -92,21 +92,22 @@ def _joined(data_root: str, path: Optional[str]) -> Optional[str]:
     return path if os.path.isabs(path) else os.path.join(data_root or '', path)
 
 
-def inspect_pixels(task: Tuple[str, str, Optional[str], Optional[str], Optional[str], int]
-                   ) -> List[Tuple[str, str]]:
-    """``[(kind, example)]`` of one id's pixels: sizes, saliency format, mask values."""
+PixelTask = Tuple[str, Tuple[Tuple[str, str], ...], Tuple[str, ...], int]
+
+
+def inspect_pixels(task: PixelTask) -> List[Tuple[str, str]]:
+    """``[(kind, example)]`` of one image's pixels: its grey maps ``(path, what)`` (format and
+    size) and masks (format, size, values in ``0..num_classes`` or 255)."""
     from harness.eps.transforms import read_grey_map
 
-    image_id, image_path, mask_path, saliency_path, errors_path, num_classes = task
+    image_path, grey_maps, masks, num_classes = task
     found = []
     try:
         with Image.open(image_path) as image:
             size = image.size
     except OSError as error:
         return [('unreadable images', f'{image_path} ({error})')]
-    for path, what in ((saliency_path, 'saliency map'), (errors_path, 'saliency error map')):
-        if path is None:
-            continue
+    for path, what in grey_maps:
         try:
             grey = read_grey_map(Path(path).read_bytes(), path, what)
         except OSError as error:
@@ -120,38 +121,32 @@ def inspect_pixels(task: Tuple[str, str, Optional[str], Optional[str], Optional[
         if grey.shape[::-1] != size:
             found.append((f'{what}s of another size than their image',
                           f'{path} ({grey.shape[1]}x{grey.shape[0]}, image {size[0]}x{size[1]})'))
-    if mask_path is not None:
+    for mask_path in masks:
         try:
             with Image.open(mask_path) as image:
                 mode, mask = image.mode, np.asarray(image)
         except OSError as error:
-            return found + [('unreadable masks', f'{mask_path} ({error})')]
+            found.append(('unreadable masks', f'{mask_path} ({error})'))
+            continue
         if mode not in ('P', 'L'):
             found.append(('masks that are not class indices (palette or 8-bit grey PNG)',
                           f'{mask_path} (mode {mode})'))
-        else:
-            if mask.shape[::-1] != size:
-                found.append(('masks of another size than their image',
-                              f'{mask_path} ({mask.shape[1]}x{mask.shape[0]}, image '
-                              f'{size[0]}x{size[1]})'))
-            values = np.unique(mask)
-            bad = [int(v) for v in values if v > num_classes and v != 255]
-            if bad:
-                found.append((f'masks with values outside 0..{num_classes} and 255',
-                              f'{mask_path} (values {bad})'))
+            continue
+        if mask.shape[::-1] != size:
+            found.append(('masks of another size than their image',
+                          f'{mask_path} ({mask.shape[1]}x{mask.shape[0]}, image '
+                          f'{size[0]}x{size[1]})'))
+        counts = np.bincount(mask.ravel(), minlength=256)
+        bad = [value for value in np.flatnonzero(counts[num_classes + 1:255]) + num_classes + 1]
+        if bad:
+            found.append((f'masks with values outside 0..{num_classes} and 255',
+                          f'{mask_path} (values {[int(value) for value in bad]})'))
     return found
 
 
-def check_dataset(dataset: dict, sample: Optional[int] = None, workers: int = 1) -> Problems:
-    """Problems of one dataset config (see the module docstring).
-
-    Args:
-        dataset: A ``WSSSVOCDataset``-type config (``type``, ``data_root``, ``ann_file``,
-            ``data_prefix``, ``labels_file``, suffixes).
-        sample: Read the pixels of at most this many ids (evenly spaced over the split); every
-            id when None.
-        workers: Processes reading the pixels.
-    """
+def _files_and_labels(dataset: dict, sample: Optional[int]) -> Tuple[Problems, List[PixelTask]]:
+    """Problems of one dataset config's split file, folders, files and labels, and the pixel
+    checks of (a sample of) its ids whose files are all there."""
     problems = Problems()
     dataset_class = _dataset_class(dataset['type'])
     classes = (dataset.get('metainfo') or {}).get('classes') or dataset_class.METAINFO['classes']
@@ -160,34 +155,32 @@ def check_dataset(dataset: dict, sample: Optional[int] = None, workers: int = 1)
     ann_file = _joined(root, dataset['ann_file'])
     if not os.path.isfile(ann_file):
         problems.add('split files missing', ann_file)
-        return problems
+        return problems, []
     prefix = {key: _joined(root, value) for key, value in
               (dataset.get('data_prefix') or {}).items() if value}
     for key, folder in prefix.items():
         if not os.path.isdir(folder):
             problems.add('folders missing', f"{folder} (data_prefix['{key}'])")
     if problems:
-        return problems
+        return problems, []
     with open(ann_file) as lines:
         ids = [line.strip() for line in lines if line.strip()]
     if not ids:
         problems.add('split files without ids', ann_file)
-        return problems
+        return problems, []
     suffixes = dict(img_path=dataset.get('img_suffix', '.jpg'),
                     seg_map_path=dataset.get('seg_map_suffix', '.png'),
                     saliency_path=dataset.get('saliency_suffix', '.png'),
                     saliency_errors_path='.png')
-    names = dict(img_path='images', seg_map_path='masks', saliency_path='saliency maps',
-                 saliency_errors_path='saliency error maps')
     present = []
     for image_id in ids:
         paths = {key: os.path.join(prefix[key], image_id + suffix)
                  for key, suffix in suffixes.items() if key in prefix}
         missing = [key for key, path in paths.items() if not os.path.isfile(path)]
         for key in missing:
-            problems.add(f'{names[key]} missing', paths[key])
+            problems.add(f'{FILE_NAMES[key]} missing', paths[key])
         if not missing:
-            present.append((image_id, paths))
+            present.append(paths)
 
     labels_file = _joined(root, dataset.get('labels_file'))
     if labels_file is not None:
@@ -200,19 +193,27 @@ def check_dataset(dataset: dict, sample: Optional[int] = None, workers: int = 1)
 
     if sample is not None and len(present) > sample:
         present = [present[i] for i in np.linspace(0, len(present) - 1, sample).astype(int)]
-    tasks = [(image_id, paths['img_path'], paths.get('seg_map_path'), paths.get('saliency_path'),
-              paths.get('saliency_errors_path'), num_classes) for image_id, paths in present]
-    if workers > 1 and len(tasks) > workers:
-        from multiprocessing import Pool
+    tasks = [(paths['img_path'],
+              tuple((paths[key], FILE_NAMES[key][:-1]) for key in GREY_MAPS if key in paths),
+              (paths['seg_map_path'], ) if 'seg_map_path' in paths else (), num_classes)
+             for paths in present]
+    return problems, tasks
 
-        with Pool(workers) as pool:
-            results = pool.map(inspect_pixels, tasks, chunksize=max(1, len(tasks) // (8 * workers)))
-    else:
-        results = map(inspect_pixels, tasks)
-    for found in results:
-        for kind, example in found:
-            problems.add(kind, example)
-    return problems
+
+FILE_NAMES = dict(img_path='images', seg_map_path='masks', saliency_path='saliency maps',
+                  saliency_errors_path='saliency error maps')
+GREY_MAPS = ('saliency_path', 'saliency_errors_path')
+
+
+def _merged(tasks: List[PixelTask]) -> List[PixelTask]:
+    """One task per image, with every grey map and mask that any dataset reads for it."""
+    by_image: Dict[Tuple[str, int], Tuple[dict, dict]] = OrderedDict()
+    for image_path, grey_maps, masks, num_classes in tasks:
+        greys, mask_paths = by_image.setdefault((image_path, num_classes), ({}, {}))
+        greys.update(dict.fromkeys(grey_maps))
+        mask_paths.update(dict.fromkeys(masks))
+    return [(image_path, tuple(greys), tuple(masks), num_classes)
+            for (image_path, num_classes), (greys, masks) in by_image.items()]
 
 
 def _check_labels(labels_file: str, ids: Sequence[str], num_classes: int,
@@ -237,6 +238,12 @@ def _check_labels(labels_file: str, ids: Sequence[str], num_classes: int,
 def check_config(cfg, sample: Optional[int] = None, workers: int = 1) -> Problems:
     """Problems of every dataset the config reads (:func:`datasets_of`), at their ``data_root``.
 
+    Args:
+        cfg: An MMEngine config (or its dict).
+        sample: Read the pixels of at most this many ids per dataset (evenly spaced over its
+            split); every id when None. Files and labels are checked for every id.
+        workers: Processes reading the pixels.
+
     With ``sample`` (the check before training), a result is reused while the split files,
     labels files and folders are unchanged (same modification times).
     """
@@ -247,9 +254,24 @@ def check_config(cfg, sample: Optional[int] = None, workers: int = 1) -> Problem
                          sort_keys=True, default=str)
         if key in _CACHE:
             return _CACHE[key]
-    problems = Problems()
+    problems, tasks = Problems(), []
     for dataset in datasets:
-        problems.update(check_dataset(dataset, sample, workers))
+        found, dataset_tasks = _files_and_labels(dataset, sample)
+        problems.update(found)
+        tasks += dataset_tasks
+    tasks = _merged(tasks)
+    if workers > 1 and len(tasks) > workers:
+        from multiprocessing import Pool
+
+        with Pool(workers) as pool:
+            results = pool.imap(inspect_pixels, tasks,
+                                chunksize=max(1, min(64, len(tasks) // (8 * workers))))
+            results = list(results)
+    else:
+        results = map(inspect_pixels, tasks)
+    for found in results:
+        for kind, example in found:
+            problems.add(kind, example)
     if key is not None:
         _CACHE[key] = problems
     return problems
