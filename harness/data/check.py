@@ -13,7 +13,7 @@ class; saliency maps that are grey PNGs of 8 or 16 bits; saliency maps and masks
 size; mask values in ``0..C`` or 255 (``C`` foreground classes). It prints one line per kind of
 problem with its count and first examples and exits with status 0 only when everything holds.
 ``harness.sweep`` and ``harness.trial`` run the same check before training, reading the pixels
-of a sample of the ids (``QUICK_SAMPLE`` per split); files and labels are checked for every id.
+of a sample of the ids (``QUICK_SAMPLE`` per dataset); files and labels are checked for every id.
 """
 import argparse
 import json
@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 EXAMPLES = 3  # named per kind of problem
-QUICK_SAMPLE = 500  # ids per split whose pixels the check before training reads
+QUICK_SAMPLE = 500  # ids per dataset whose pixels the check before training reads
 _CACHE: Dict[str, 'Problems'] = {}
 
 
@@ -298,7 +298,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument('--config', action='append', required=True,
                         help='a config whose datasets read it (repeat for several)')
     parser.add_argument('--sample', type=int,
-                        help='read the pixels of at most N ids per split (default: all)')
+                        help='read the pixels of at most N ids per dataset (default: all)')
     parser.add_argument('--workers', type=int, default=os.cpu_count() or 1,
                         help='processes reading the pixels (default: one per core)')
     args = parser.parse_args(argv)

@@ -381,3 +381,22 @@ def test_both_stages_run_on_the_prepared_voc_layout(voc_layout, tmp_path):
     assert 'val/IoU.aeroplane' in result and 'pseudo/IoU.tvmonitor' in result
     masks = sorted(path.stem for path in tmp_path.glob('stage1/*/pseudo_masks/*.png'))
     assert masks == TRAIN_AUG
+
+
+def test_default_outputs_are_the_configs_data_roots():
+    from mmengine.config import Config
+
+    datasets = PROJECT_ROOT / 'mm_configs/_base_/datasets'
+    for name, default in (('voc12aug_wsss.py', prepare.VOC_DATA_ROOT),
+                          ('coco14_wsss.py', prepare.COCO_DATA_ROOT)):
+        assert Config.fromfile(str(datasets / name)).data_root == default
+
+
+def test_check_refuses_bad_arguments_with_status_2(tmp_path, capsys):
+    for argv, expected in (([str(tmp_path / 'absent'), '--config', str(VOC_CONFIGS[0])],
+                            'is not a folder'),
+                           ([str(tmp_path), '--config', str(tmp_path / 'absent.py')],
+                            'absent.py not found')):
+        with pytest.raises(SystemExit) as caught:
+            check.main(argv)
+        assert caught.value.code == 2 and expected in capsys.readouterr().err
