@@ -18,7 +18,7 @@ Every input is a folder or an archive as downloaded (tar, tgz or zip), read in p
 
 The output layouts are those of ``mm_configs/_base_/datasets/{voc12aug,coco14}_*.py`` (see
 docs/data.md). Inputs are checked first: a missing or malformed one is refused (exit status 2,
-one line per kind of problem with its count and first examples) before anything is written.
+one line with the count and first examples of each kind of problem) before anything is written.
 Images are hard-linked (or symbolically linked across file systems) from input folders, written
 from archives. Running again on the same output keeps every file that is right, restores what is
 missing and rewrites what differs (counted in the summary).
@@ -53,7 +53,8 @@ Ref = tuple
 
 
 class InputError(ValueError):
-    """Inputs that cannot be converted; one line per kind of problem."""
+    """Inputs that cannot be converted; the message has the count and first examples of each
+    kind of problem."""
 
 
 class Problems:
@@ -71,7 +72,7 @@ class Problems:
         if self.by_kind:
             lines = [f'{len(examples)} {kind} (e.g. {", ".join(examples[:EXAMPLES])})'
                      for kind, examples in self.by_kind.items()]
-            raise InputError('refused, nothing written:\n  ' + '\n  '.join(lines))
+            raise InputError('refused, nothing written: ' + '; '.join(lines))
 
 
 class Source:
@@ -181,11 +182,13 @@ def place_file(task: Tuple[Ref, str]) -> str:
                         or target.read_bytes() == Path(ref[1]).read_bytes()):
             return 'kept'
 
+        source = os.path.realpath(ref[1])
+
         def link(partial: Path) -> None:
             try:
-                os.link(ref[1], partial)
+                os.link(source, partial)
             except OSError:  # another file system, or no hard links there
-                os.symlink(os.path.abspath(ref[1]), partial)
+                os.symlink(source, partial)
         _replace_with(target, link)
     else:
         data = read_ref(ref)

@@ -67,7 +67,9 @@ def refused(argv, capsys) -> str:
     with pytest.raises(SystemExit) as caught:
         prepare.main(argv)
     assert caught.value.code == 2
-    return capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert error.startswith('error: refused, nothing written: ') and error.count('\n') == 1
+    return error
 
 
 def pixels(path: Path) -> np.ndarray:
