@@ -34,10 +34,11 @@ def jpeg_bytes(height: int, width: int, seed: int) -> bytes:
 
 def png_bytes(values: np.ndarray, palette: bool = False) -> bytes:
     """A PNG of ``values``: grey (8 or 16 bits, by dtype), or with VOC's palette."""
-    image = Image.fromarray(values)
     if palette:
         image = Image.fromarray(values.astype(np.uint8), mode='P')
         image.putpalette(VOC_COLORMAP.ravel().tolist())
+    else:
+        image = Image.fromarray(values)
     buffer = io.BytesIO()
     image.save(buffer, format='PNG')
     return buffer.getvalue()

@@ -28,7 +28,6 @@ import functools
 import io
 import json
 import os
-import sys
 import tarfile
 import zipfile
 from collections import Counter, defaultdict

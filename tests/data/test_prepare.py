@@ -1,7 +1,7 @@
 """harness.data.prepare on small downloads in their genuine formats: VOC's tar, SBD's tgz of
-MATLAB structs, COCO's zips and instances JSON; then harness.data.check and a trial on the result."""
+MATLAB structs, COCO's zips and instances JSON; then harness.data.check and a trial on the
+result."""
 import io
-import json
 import os
 import shutil
 from pathlib import Path
@@ -12,14 +12,15 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from scipy.io import savemat
 
-from downloads import (COCO_CATEGORY_IDS, coco_instances, jpeg_bytes, object_mask, png_bytes,
+from downloads import (COCO_CATEGORY_IDS, coco_instances, jpeg_bytes, object_mask,
                        saliency_files, sbd_files, voc_files, write_archive)
 from harness.data import check, prepare
 from tiny_configs import SHORT, SMALL_STAGE2_CROPS, TINY_STAGE1, TINY_STAGE2
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-VOC_CONFIGS = [PROJECT_ROOT / 'mm_configs/eps/epspp-ird_r101-d8_1xb8-26k_voc12aug-448x448.py',
-               PROJECT_ROOT / 'mm_configs/stage2/deeplabv3plus_r101-d8_4xb4-40k_voc12aug-512x512.py']
+VOC_CONFIGS = [
+    PROJECT_ROOT / 'mm_configs/eps/epspp-ird_r101-d8_1xb8-26k_voc12aug-448x448.py',
+    PROJECT_ROOT / 'mm_configs/stage2/deeplabv3plus_r101-d8_4xb4-40k_voc12aug-512x512.py']
 COCO_CONFIGS = [PROJECT_ROOT / 'mm_configs/eps/epspp-ird_r101-d8_1xb16-256k_coco14-321x321.py',
                 PROJECT_ROOT / 'mm_configs/eps/eps_r101-d8_1xb16-256k_coco14-321x321.py',
                 PROJECT_ROOT / 'mm_configs/stage2/deeplabv3plus_r101-d8_4xb4-80k_coco14-512x512.py']
@@ -52,7 +53,8 @@ def voc_download(tmp: Path, kind: str, sbd_masks=SBD_MASKS, saliency_ids=TRAIN_A
     sbd = sbd_files(sbd_masks, SBD_TRAIN, SBD_VAL)
     saliency = saliency_files({i: SIZES[i] for i in saliency_ids + ['2012_000001']})
     archives = kind == 'archives'
-    return dict(voc=write_archive(tmp / ('VOCtrainval_11-May-2012.tar' if archives else 'voc'), voc),
+    voc_name = 'VOCtrainval_11-May-2012.tar' if archives else 'voc'
+    return dict(voc=write_archive(tmp / voc_name, voc),
                 sbd=write_archive(tmp / ('benchmark.tgz' if archives else 'sbd'), sbd),
                 saliency=write_archive(tmp / ('saliency.zip' if archives else 'sal'), saliency))
 
