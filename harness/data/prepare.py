@@ -485,7 +485,7 @@ def prepare_coco(train_images: str, val_images: str, annotations: str, saliency:
     sal_source = Source(saliency, 'saliency')
     sal_by_id = {Path(name).stem: name for name in sal_source.names if name.endswith('.png')}
     problems = Problems()
-    splits = {}
+    splits, skipped = {}, {}
     for split, folder, images in (('train', 'train2014', train_images),
                                   ('val', 'val2014', val_images)):
         name = f'instances_{folder}.json'
@@ -527,6 +527,7 @@ def prepare_coco(train_images: str, val_images: str, annotations: str, saliency:
                 Path(image['file_name']).stem for image in listed
                 if Path(image['file_name']).stem not in sal_by_id])
         splits[split] = (folder, image_source, jpgs, listed, objects)
+        skipped[split] = len(by_image) - len(listed)
     problems.raise_if_any()
 
     root = Path(out)
@@ -563,7 +564,9 @@ def prepare_coco(train_images: str, val_images: str, annotations: str, saliency:
             '(images with at least one non-crowd object)',
             *writer.summary(),
             '  train images per class, the 10 most frequent: ' + ', '.join(
-                f'{name} {count}' for count, name in common)]
+                f'{name} {count}' for count, name in common),
+            f'  skipped: {skipped["train"]} train and {skipped["val"]} val images without a '
+            'non-crowd object']
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

@@ -327,7 +327,9 @@ def test_check_accepts_the_coco_layout_for_the_paper_configs(coco_layout, capsys
 def test_coco_folders_give_the_same_layout(coco_layout, tmp_path, capsys):
     out = tmp_path / 'coco2014'
     prepare.main(coco_argv(coco_download(tmp_path, 'folders'), out))
-    assert 'ids' in capsys.readouterr().out
+    summary = capsys.readouterr().out
+    assert f'{out}: train 2, val 1 ids' in summary
+    assert 'skipped: 2 train and 0 val images without a non-crowd object' in summary
     for path in coco_layout.rglob('*'):
         if path.is_file() and path.suffix != '.npy':
             assert (out / path.relative_to(coco_layout)).read_bytes() == path.read_bytes(), path
