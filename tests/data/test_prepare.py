@@ -231,9 +231,9 @@ TRAIN_IMAGES = [dict(id=9, file_name='COCO_train2014_000000000009.jpg', height=2
                 dict(id=25, file_name='COCO_train2014_000000000025.jpg', height=16, width=16),
                 dict(id=30, file_name='COCO_train2014_000000000030.jpg', height=18, width=12),
                 dict(id=31, file_name='COCO_train2014_000000000031.jpg', height=10, width=10)]
-TRAIN_ANNOTATIONS = [
-    annotation(1, 9, 1, polygon(2, 2, 16, 14)),
+TRAIN_ANNOTATIONS = [  # the toothbrush first: painting in the JSON's order would hide it
     annotation(2, 9, 90, polygon(4, 4, 8, 10)),
+    annotation(1, 9, 1, polygon(2, 2, 16, 14)),
     annotation(3, 9, 13, compressed_rle(rect(20, 30, 5, 18, 15, 26))),
     annotation(4, 9, 1, uncompressed_rle(rect(20, 30, 12, 10, 19, 17)), crowd=1),
     annotation(5, 25, 1, uncompressed_rle(rect(16, 16, 0, 0, 8, 8)), crowd=1),
