@@ -246,6 +246,22 @@ def _check_data(spec: TrialSpec, cfg1: Config, cfg2: Config, data_root_given: bo
         labelled_split(spec, cfg2)
     except (FileNotFoundError, ValueError) as error:
         raise InvalidSetting(f'{where}: {error}') from error
+    _check_data_contents(spec, cfg1, cfg2, root, where)
+
+
+def _check_data_contents(spec: TrialSpec, cfg1: Config, cfg2: Config, root: Path,
+                         where: str) -> None:
+    """What the stage configs' datasets read: files, labels, and the pixels (sizes, saliency
+    format, mask values) of a sample of ids (:mod:`harness.data.check`)."""
+    from harness.data.check import QUICK_SAMPLE, check_config
+
+    for cfg, config in ((cfg1, spec.stage1_config), (cfg2, spec.stage2_config)):
+        problems = check_config(cfg, sample=QUICK_SAMPLE)
+        if problems:
+            raise InvalidSetting(
+                f'{where}: dataset {root} does not hold what {config} reads: '
+                + '; '.join(problems.lines())
+                + f' (every problem: python -m harness.data.check {root} --config {config})')
 
 
 def _layout(cfg: Config) -> str:

@@ -43,13 +43,30 @@ def write_palette_png(path: Path, mask: np.ndarray, palette: Sequence[Sequence[i
     os.replace(partial, path)
 
 
+def check_ground_truth(sample: SegDataSample, num_classes: int, ignore_index: int = 255) -> None:
+    """The ground-truth mask of ``sample`` holds only ``0..num_classes-1`` and ``ignore_index``
+    (the IoU would silently drop any other value).
+
+    Raises:
+        ValueError: naming the mask file and the values outside that range.
+    """
+    values = torch.unique(sample.gt_sem_seg.data)
+    bad = [int(v) for v in values if (v < 0 or v >= num_classes) and v != ignore_index]
+    if bad:
+        raise ValueError(f'ground-truth mask {sample.metainfo.get("seg_map_path")} holds class '
+                         f'indices {bad}; valid are 0..{num_classes - 1} and {ignore_index} '
+                         '(ignore)')
+
+
 def generate_pseudo_masks(model: torch.nn.Module, dataloader: DataLoader, out_dir: Path,
                           metric_prefix: str = 'pseudo') -> Dict[str, float]:
     """Runs ``model.test_step`` over ``dataloader`` and writes ``out_dir/<img_id>.png``.
 
     The masks are the model's predictions (for :class:`EPSClassifier`: PAMR-refined, argmax over
     the C+1 maps, 0 = background). Where the samples carry ground truth, returns their mIoU and
-    per-class IoU (percent) under ``<metric_prefix>/``; else an empty dict.
+    per-class IoU (percent) under ``<metric_prefix>/``; else an empty dict. A ground-truth
+    value outside the dataset's classes and 255 raises ``ValueError`` naming the mask (and no
+    mask folder is left).
 
     An existing ``out_dir`` is never touched: the masks go to ``<out_dir>.partial`` first, which
     is renamed when complete (a stale ``.partial`` of an interrupted run is replaced). Works in a
@@ -73,17 +90,25 @@ def generate_pseudo_masks(model: torch.nn.Module, dataloader: DataLoader, out_di
     evaluator = Evaluator(PerClassIoUMetric(prefix=metric_prefix))
     evaluator.dataset_meta = dataset.metainfo
     has_ground_truth = True
+    num_classes = len(dataset.metainfo['classes'])
     model.eval()
-    with torch.no_grad():
-        for batch in dataloader:
-            outputs: Sequence[SegDataSample] = model.test_step(batch)
-            for sample in outputs:
-                mask = sample.pred_sem_seg.data.squeeze(0).cpu().numpy()
-                image_id = sample.metainfo.get('img_id') or Path(sample.img_path).stem
-                write_palette_png(partial / f'{image_id}.png', mask, dataset.metainfo['palette'])
-            has_ground_truth &= all('gt_sem_seg' in sample for sample in outputs)
-            if has_ground_truth:
-                evaluator.process(data_samples=outputs, data_batch=batch)
+    try:
+        with torch.no_grad():
+            for batch in dataloader:
+                outputs: Sequence[SegDataSample] = model.test_step(batch)
+                for sample in outputs:
+                    mask = sample.pred_sem_seg.data.squeeze(0).cpu().numpy()
+                    image_id = sample.metainfo.get('img_id') or Path(sample.img_path).stem
+                    write_palette_png(partial / f'{image_id}.png', mask,
+                                      dataset.metainfo['palette'])
+                has_ground_truth &= all('gt_sem_seg' in sample for sample in outputs)
+                if has_ground_truth:
+                    for sample in outputs:
+                        check_ground_truth(sample, num_classes)
+                    evaluator.process(data_samples=outputs, data_batch=batch)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     metrics = evaluator.evaluate(len(dataset)) if has_ground_truth else {}
     metrics = {key: float(value) for key, value in metrics.items()}
     if rank == 0:
@@ -157,8 +182,11 @@ def main(argv: Sequence[str] = None) -> Dict[str, float]:
         _load_weights(runner.model, args.checkpoint, args.config)
     except (FileNotFoundError, FileExistsError, KeyError, TypeError, ValueError) as error:
         parser.exit(2, f'error: {message_of(error)}\n')
-    metrics = generate_pseudo_masks(runner.model, Runner.build_dataloader(hooks[0]['dataloader']),
-                                    out_dir)
+    try:
+        metrics = generate_pseudo_masks(
+            runner.model, Runner.build_dataloader(hooks[0]['dataloader']), out_dir)
+    except ValueError as error:
+        parser.exit(2, f'error: {error}\n')
     print(strict_json.dumps(metrics))
     return metrics
 

@@ -1,20 +1,45 @@
 """Pipeline transforms for saliency maps and image-level labels."""
+import io
 from typing import Optional
 
-import mmcv
 import numpy as np
 import torch
 from mmcv.transforms import BaseTransform
 from mmengine import fileio
 from mmengine.structures import PixelData
+from PIL import Image
 
 from mmseg.datasets.transforms import PackSegInputs
 from mmseg.registry import TRANSFORMS
 
 
+SIXTEEN_BIT_GREY_MODES = ('I;16', 'I;16L', 'I;16B')
+
+
+def read_grey_map(data: bytes, path: str, what: str = 'saliency map') -> np.ndarray:
+    """A grey map (saliency ``S`` in 0..255) from the bytes of its image file: ``uint8 [H, W]``.
+
+    An 8-bit grey image is returned as stored. A 16-bit grey PNG is scaled to 0..255
+    (``round(v * 255 / 65535)``, so its full range stays the full range; clipping would make every
+    value above 255 fully salient). Anything else (colour, palette, binary, 32-bit) raises
+    ``ValueError`` naming the file and its mode.
+    """
+    with Image.open(io.BytesIO(data)) as image:
+        mode = image.mode
+        if mode == 'L':
+            return np.array(image, dtype=np.uint8)
+        if mode in SIXTEEN_BIT_GREY_MODES or (mode == 'I' and image.format == 'PNG'):
+            values = np.asarray(image).astype(np.int64)  # PNG's 16-bit grey opens as I;16 or I
+            if values.min() >= 0 and values.max() <= 65535:
+                return ((values * 255 + 32767) // 65535).astype(np.uint8)
+    raise ValueError(f'{what} {path} is a {mode!r} image; expected a grey PNG of 8 bits (0..255) '
+                     'or 16 bits (0..65535, scaled to 0..255)')
+
+
 @TRANSFORMS.register_module()
 class LoadSaliencyMap(BaseTransform):
-    """Reads the saliency map of an image (as in the EPS code: a grey PNG, 0..255).
+    """Reads the saliency map of an image (as in the EPS code: a grey PNG, 0..255; a 16-bit grey
+    PNG is scaled to 0..255, anything else is refused, see :func:`read_grey_map`).
 
     Required keys: ``saliency_path``; ``img`` (and ``img_path``) when the size is to be checked,
     so place it after ``LoadImageFromFile``. Added key: ``gt_saliency``, ``uint8 [H, W]``.
@@ -42,7 +67,7 @@ class LoadSaliencyMap(BaseTransform):
             data = fileio.get(path, backend_args=self.backend_args)
         except FileNotFoundError as error:
             raise FileNotFoundError(f'{self.what} not found: {path}') from error
-        grey = mmcv.imfrombytes(data, flag='grayscale', backend='pillow')
+        grey = read_grey_map(data, path, self.what)
         image = results.get('img')
         if image is not None and grey.shape[:2] != image.shape[:2]:
             raise ValueError(f'{self.what} {path} is {grey.shape[1]}x{grey.shape[0]} '

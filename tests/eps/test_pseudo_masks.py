@@ -93,3 +93,15 @@ def test_weights_load_strictly_also_from_a_ddp_checkpoint(tmp_path):
                        r'stage1.py .*size mismatch for weight') as caught:
         _load_weights(model, str(tmp_path / 'wide.pth'), 'stage1.py')
     assert '\n' not in str(caught.value)
+
+
+def test_ground_truth_beyond_the_classes_is_refused_naming_the_mask(tmp_path):
+    """A ground-truth id of no class (7 with 3 classes) would be left out of the IoU silently."""
+    split = TinySplit()
+    split.items[1].gt_sem_seg = PixelData(data=torch.tensor([[[1, 7], [0, 255]]]))
+    split.items[1].set_metainfo(dict(seg_map_path='masks/b.png'))
+    data = DataLoader(split, batch_size=2, collate_fn=lambda s: dict(data_samples=s))
+    with pytest.raises(ValueError, match=r'masks/b\.png holds class indices \[7\]; valid are '
+                       r'0\.\.2 and 255'):
+        generate_pseudo_masks(FixedModel(), data, tmp_path / 'masks')
+    assert not (tmp_path / 'masks').exists() and not (tmp_path / 'masks.partial').exists()

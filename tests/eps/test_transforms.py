@@ -82,3 +82,32 @@ def test_missing_saliency_file_is_named(tmp_path):
 def test_sample_without_saliency_path_explains_the_fix():
     with pytest.raises(KeyError, match='saliency_path'):
         compose([dict(type='LoadSaliencyMap')])(dict(img_id='x'))
+
+
+def test_16_bit_saliency_is_scaled_to_8_bits_not_clipped(tmp_path):
+    """8% of the pixels are salient (65535); the rest lie at 1000/65535 = 0.015 of the range,
+    which clipping to 0..255 would turn into fully salient."""
+    sample = write_pair(tmp_path)
+    values = np.full((32, 40), 1000, np.uint16)
+    values[:8, :13] = 65535  # 104 of 1280 pixels
+    values[31, :4] = [0, 257, 32768, 65535]
+    Image.fromarray(values).save(tmp_path / 'x_sal.png')
+    assert Image.open(tmp_path / 'x_sal.png').mode == 'I;16'
+    loaded = compose([dict(type='LoadImageFromFile'), dict(type='LoadSaliencyMap')])(sample)
+    saliency = loaded['gt_saliency']
+    assert saliency.dtype == np.uint8
+    np.testing.assert_array_equal(saliency[31, :4], [0, 1, 128, 255])
+    assert saliency[0, 30] == 4  # round(1000 * 255 / 65535)
+    assert (saliency[:31] > 127).mean() == pytest.approx(104 / (31 * 40))
+
+
+@pytest.mark.parametrize('mode', ['RGB', 'P', 'I'])
+def test_saliency_that_is_not_a_grey_png_is_refused_naming_the_file(tmp_path, mode):
+    sample = write_pair(tmp_path)
+    grey = Image.open(tmp_path / 'x_sal.png')
+    if mode == 'I':  # 32-bit integers (TIFF): no 0..255 scale to read them on
+        grey.convert('I').save(tmp_path / 'x_sal.png', format='TIFF')
+    else:
+        grey.convert(mode).save(tmp_path / 'x_sal.png', format='PNG')
+    with pytest.raises(ValueError, match=rf"saliency map .*x_sal.png is a '{mode}' image"):
+        compose([dict(type='LoadImageFromFile'), dict(type='LoadSaliencyMap')])(sample)
