@@ -52,10 +52,12 @@ if [ -n "$WHEELHOUSE" ]; then
     pip_source=(--no-index --find-links "$WHEELHOUSE")
 fi
 
-if [ ! -e "$VENV" ]; then
-    # A venv this run creates is removed again if the install fails: no half-made venv is left.
-    trap 'status=$?; [ "$status" = 0 ] || { rm -rf "$VENV"; echo "install.sh: removed the unfinished $VENV" >&2; }' EXIT
-fi
+remove_unfinished_venv() {
+    local status=$?
+    [ "$status" = 0 ] || { rm -rf "$VENV"; echo "install.sh: removed the unfinished $VENV" >&2; }
+}
+# A venv this run creates is removed again if the install fails: no half-made venv is left.
+[ -e "$VENV" ] || trap remove_unfinished_venv EXIT
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 # pip's index options follow the command (install, wheel); a wheelhouse replaces the index.
 pip() {
