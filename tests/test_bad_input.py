@@ -193,10 +193,11 @@ class _HttpOnly(http.server.BaseHTTPRequestHandler):
 
 @contextlib.contextmanager
 def listener(kind: str) -> Iterator[int]:
-    """A port on 127.0.0.1 where something that is not Ray listens: an HTTP/1 server, or a
-    socket whose backlog accepts connections that nobody ever answers."""
+    """A port where something that is not Ray listens (on every interface: Ray turns 127.0.0.1
+    into the node's address): an HTTP/1 server, or a socket whose backlog accepts connections
+    that nobody ever answers."""
     if kind == 'http':
-        server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), _HttpOnly)
+        server = http.server.ThreadingHTTPServer(('0.0.0.0', 0), _HttpOnly)
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
         try:
@@ -206,7 +207,7 @@ def listener(kind: str) -> Iterator[int]:
             server.server_close()
     else:
         with socket.socket() as silent:
-            silent.bind(('127.0.0.1', 0))
+            silent.bind(('0.0.0.0', 0))
             silent.listen(8)
             yield silent.getsockname()[1]
 

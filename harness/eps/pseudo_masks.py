@@ -106,7 +106,8 @@ def read_checkpoint(checkpoint: str) -> dict:
 
     try:
         with trusted_checkpoint_loading():  # a checkpoint the user names and so trusts
-            content = CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu')
+            content = CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu',
+                                                      logger='silent')
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as error:
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise ValueError(f'checkpoint {checkpoint} cannot be read as a PyTorch checkpoint '
@@ -200,8 +201,8 @@ def main(argv: Sequence[str] = None) -> Dict[str, float]:
         if out_dir.exists():
             raise FileExistsError(f'pseudo-mask folder {out_dir} already exists; it is not '
                                   'overwritten: remove it or name another with --out')
-        _check_folder(out_dir, '--out')
         _check_folder(Path(cfg.work_dir), '--work-dir')
+        _check_folder(out_dir, '--out')
         content = read_checkpoint(args.checkpoint)
         work_dir = Path(cfg.work_dir).absolute()
         # The topmost folder that the runner creates (its log folder and those above it).
