@@ -206,6 +206,7 @@ def test_reuse_torch_needs_a_python_with_torch(tmp_path):
     subprocess.run([sys.executable, '-m', 'venv', '--without-pip', str(bare)], check=True)
     wheelhouse = tmp_path / 'wheelhouse'
     wheelhouse.mkdir()
+    (wheelhouse / 'placeholder-1.0-py3-none-any.whl').write_bytes(b'')  # a wheelhouse has wheels
     with recording_index() as index:
         result = run_script(INSTALL, offline_environment(
             index, PYTHON=str(bare / 'bin' / 'python'), VENV=str(tmp_path / 'venv'),

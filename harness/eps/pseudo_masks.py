@@ -17,6 +17,7 @@ import re
 import shutil
 import tempfile
 import textwrap
+import warnings
 from pathlib import Path
 from typing import Dict, Sequence
 
@@ -105,7 +106,10 @@ def read_checkpoint(checkpoint: str) -> dict:
     from mmengine.runner import CheckpointLoader
 
     try:
-        with trusted_checkpoint_loading():  # a checkpoint the user names and so trusts
+        with trusted_checkpoint_loading(), warnings.catch_warnings():
+            # A checkpoint the user names and so trusts: torch's warning that it is loaded with
+            # weights_only=False says nothing new.
+            warnings.filterwarnings('ignore', message='Environment variable TORCH_FORCE_NO_WEIGHTS')
             content = CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu',
                                                       logger='silent')
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as error:

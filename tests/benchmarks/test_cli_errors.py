@@ -1,7 +1,6 @@
 """The benchmarks' own command lines refuse missing files and files of the wrong kind in one line
 (exit status 2), before anything is trained, generated or written."""
-import subprocess
-import sys
+import importlib
 from pathlib import Path
 
 import pytest
@@ -12,17 +11,23 @@ STAGE2 = 'mm_configs/stage2/deeplabv3plus_r18-tiny_1xb16-600i_shapes-64x64.py'
 SWEEP = 'experiments/quickstart.yaml'
 
 
-def refused(script: str, *args: str) -> str:
-    """Runs ``benchmarks/<script>`` from the checkout; it must exit 2 with one line, the error,
-    on stderr and leave the checkout as it was. Returns the line."""
-    before = sorted(PROJECT_ROOT.glob('*'))
-    result = subprocess.run([sys.executable, f'benchmarks/{script}', *args], cwd=PROJECT_ROOT,
-                            capture_output=True, text=True, timeout=300)
-    error = result.stderr.strip()
-    assert result.returncode == 2, result.stdout + result.stderr
-    assert error.startswith('error: ') and '\n' not in error, error
-    assert sorted(PROJECT_ROOT.glob('*')) == before
-    return error
+@pytest.fixture
+def refused(monkeypatch, capsys):
+    """Runs ``benchmarks/<script>``'s ``main`` from the checkout; it must exit 2 with one line,
+    the error, on stderr and leave the checkout as it was. Returns the line."""
+    monkeypatch.chdir(PROJECT_ROOT)
+    monkeypatch.syspath_prepend(str(PROJECT_ROOT / 'benchmarks'))
+
+    def run(script: str, *args: str) -> str:
+        before = sorted(PROJECT_ROOT.glob('*'))
+        with pytest.raises(SystemExit) as exit_info:
+            importlib.import_module(script).main(list(args))
+        error = capsys.readouterr().err.strip()
+        assert exit_info.value.code == 2, error
+        assert error.startswith('error: ') and '\n' not in error, error
+        assert sorted(PROJECT_ROOT.glob('*')) == before
+        return error
+    return run
 
 
 @pytest.mark.parametrize('args,expected', [
@@ -30,8 +35,8 @@ def refused(script: str, *args: str) -> str:
     ([STAGE2], f"config {STAGE2} is not a stage-1 config: its model is 'EncoderDecoder'"),
     ([SWEEP], f"config {SWEEP} is not a stage-1 config: its model is None"),
 ])
-def test_bench_step(args, expected):
-    assert expected in refused('bench_step.py', *args, '--device', 'cpu')
+def test_bench_step(args, expected, refused):
+    assert expected in refused('bench_step', *args, '--device', 'cpu')
 
 
 @pytest.mark.parametrize('args,expected', [
@@ -41,8 +46,8 @@ def test_bench_step(args, expected):
     (['--checkpoint', 'README.md'], 'checkpoint README.md cannot be read as a PyTorch checkpoint'),
     (['--work-dir', 'README.md'], '--work-dir README.md is a file, not a folder'),
 ])
-def test_bench_pseudo_masks(args, expected):
-    assert expected in refused('bench_pseudo_masks.py', *args)
+def test_bench_pseudo_masks(args, expected, refused):
+    assert expected in refused('bench_pseudo_masks', *args)
 
 
 @pytest.mark.parametrize('args,expected', [
@@ -50,6 +55,6 @@ def test_bench_pseudo_masks(args, expected):
     ([STAGE1], [Path(STAGE1).name]),
     ([SWEEP, '--out', 'README.md'], ['--out README.md is a file, not a folder']),
 ])
-def test_quickstart_seeds(args, expected):
-    error = refused('quickstart_seeds.py', *args)
+def test_quickstart_seeds(args, expected, refused):
+    error = refused('quickstart_seeds', *args)
     assert all(fragment in error for fragment in expected), error
