@@ -25,7 +25,8 @@ from mmengine.runner import Runner, load_checkpoint
 
 from harness.data import synthetic
 from harness.eps.checkpoints import trusted_checkpoint_loading
-from harness.eps.pseudo_masks import generate_pseudo_masks
+from harness.eps.pseudo_masks import generate_pseudo_masks, load_weights, read_checkpoint
+from harness.validation import InvalidSetting, check_folder_argument, stage1_config_file
 from mmseg.registry import MODELS
 
 EPS_SCALES = (0.5, 1.0, 1.5, 2.0)  # EPS's infer.py, with horizontal flips
@@ -91,8 +92,21 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument('--work-dir', type=Path, default=Path('outputs/bench_pseudo_masks'))
     parser.add_argument('--repeats', type=int, default=3, help='timed runs per setting')
     args = parser.parse_args(argv)
+    try:
+        cfg = stage1_config_file(args.config, '--config')
+        if not any(hook['type'] == 'PAMRHook' for hook in cfg.get('custom_hooks', [])):
+            raise InvalidSetting(f'--config {args.config} has no PAMRHook in custom_hooks: '
+                                 'nothing says which split to turn into pseudo-masks')
+        check_folder_argument(args.work_dir, '--work-dir')
+        if args.checkpoint is not None:
+            if not args.checkpoint.is_file():
+                raise InvalidSetting(f'--checkpoint {args.checkpoint} not found')
+            with DefaultScope.overwrite_default_scope('mmseg'):
+                load_weights(MODELS.build(cfg.model), read_checkpoint(str(args.checkpoint)),
+                             str(args.checkpoint), args.config)
+    except (InvalidSetting, ValueError) as error:
+        parser.exit(2, f'error: {error}\n')
 
-    cfg = Config.fromfile(args.config)
     if cfg.get('dataset_type') == 'SyntheticShapesDataset':
         synthetic.ensure_dataset(cfg.data_root)
     checkpoint = args.checkpoint or trained_checkpoint(cfg, args.work_dir / 'stage1')

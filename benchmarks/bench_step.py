@@ -53,6 +53,7 @@ from torch import Tensor
 from harness.amp import amp_optim_wrapper
 from harness.data.synthetic import SyntheticConfig, generate_dataset
 from harness.eps.eps_classifier import EPSClassifier, _stack_class_labels, _stack_saliency
+from harness.validation import InvalidSetting, stage1_config_file
 from mmseg.registry import DATASETS, MODELS
 from mmseg.utils import register_all_modules
 
@@ -265,6 +266,10 @@ def main(argv: Optional[List[str]] = None) -> None:
                      'runs on CUDA only')
     if args.device == 'cuda' and not torch.cuda.is_available():
         parser.error('--device cuda: CUDA is not available')
+    try:
+        stage1_config_file(args.config, 'config')
+    except InvalidSetting as error:
+        parser.exit(2, f'error: {error}\n')
     # The dataloader's workers read the folder until run() returns and drops them.
     with tempfile.TemporaryDirectory(prefix='bench_step-') as folder:
         seconds = run(args, Path(folder))

@@ -29,6 +29,7 @@ from bench_harness import run_direct
 
 from harness.report import TrialRecord, comparison_cells, fraction_label
 from harness.sweep_config import load_sweep
+from harness.validation import InvalidSetting, check_folder_argument
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 IRD_COLUMNS = ('pseudo/mIoU', 'val/mIoU', 'ird/precision', 'ird/recall',
@@ -94,7 +95,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
     parser.add_argument('--out', type=Path, default=PROJECT_ROOT / 'outputs' / 'quickstart_seeds')
     args = parser.parse_args(argv)
-    sweep = dataclasses.replace(load_sweep(args.sweep_file.resolve()), seeds=args.seeds)
+    try:
+        sweep = dataclasses.replace(load_sweep(args.sweep_file.resolve()), seeds=args.seeds)
+        check_folder_argument(args.out, '--out')
+    except InvalidSetting as error:
+        parser.exit(2, f'error: {error}\n')
     seconds, _ = run_direct(sweep, args.out)
     results = [json.loads(path.read_text())
                for path in sorted((args.out / 'trials').glob('*/result.json'))]

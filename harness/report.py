@@ -23,7 +23,7 @@ import numpy as np
 from harness import strict_json
 from harness.sweep_config import DEFAULT_STORAGE_PATH
 from harness.tracking import PARENT_TAG, ROLE_TAG, STAGE1_RUN_TAG, default_tracking_uri
-from harness.validation import InvalidSetting, check_tracking_uri
+from harness.validation import InvalidSetting, check_folder_argument, check_tracking_uri
 
 METRIC = 'val/mIoU'
 
@@ -172,6 +172,25 @@ def plot(cells: Sequence[Cell], out_path: Path, title: str) -> Path:
     return out_path
 
 
+def check_plot_file(path: Path, argument: str) -> None:
+    """``path`` can take the plot: a file name with an image suffix that matplotlib writes, in a
+    folder that exists or can be created (see :func:`harness.validation.check_folder_argument`).
+
+    Raises:
+        InvalidSetting: naming ``argument``, the path and the valid suffixes.
+    """
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    if path.is_dir():
+        raise InvalidSetting(f'{argument} {path} is a folder: name the plot file, e.g. '
+                             f'{path / "miou.png"}')
+    suffixes = sorted(FigureCanvasBase.get_supported_filetypes())
+    if path.suffix.lstrip('.').lower() not in suffixes:
+        raise InvalidSetting(f'{argument} {path}: {path.suffix or "no suffix"} is not an image '
+                             f'type matplotlib writes; valid suffixes: {suffixes}')
+    check_folder_argument(path.parent, f'{argument} {path}: folder', min_free_mib=1)
+
+
 def miou_figure(cells: Sequence[Cell], title: str) -> Any:
     """Val mIoU vs labelled fraction (0 = WSSS, evenly spaced), a line per threshold, error
     bars = std; against the threshold when there is one fraction. A matplotlib figure."""
@@ -251,6 +270,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     args = parser.parse_args(argv)
     tracking_uri = args.tracking_uri or default_tracking_uri(DEFAULT_STORAGE_PATH)
     try:
+        if args.out is not None:
+            check_plot_file(args.out, '--out')
         check_tracking_uri(tracking_uri, create=False, key='--tracking-uri')
         return report(args.name, tracking_uri, args.out, args.json)
     except (LookupError, InvalidSetting) as error:

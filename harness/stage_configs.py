@@ -50,10 +50,16 @@ def labelled_split(spec: TrialSpec, cfg: Config) -> Tuple[List[str], List[str]]:
 
     Raises:
         FileNotFoundError: the split file or the training split is missing.
-        ValueError: the split file names ids that are not training ids.
+        ValueError: the training split holds no ids, or the split file names ids that are not
+            training ids.
     """
     part = cfg.labelled_dataset
-    train_ids = splits.read_ids(Path(part.data_root) / part.ann_file)
+    train_split = Path(part.data_root) / part.ann_file
+    train_ids = splits.read_ids(train_split)
+    if not train_ids:
+        raise ValueError(f'training split {train_split} holds no ids: there is nothing to train '
+                         'on; write one image id per line there (or point data_root at the '
+                         'dataset)')
     if spec.task == 'wsss':
         return [], sorted(train_ids)
     if spec.split_file:

@@ -44,6 +44,7 @@ from harness.validation import InvalidSetting, check_tracking_uri
 TUNE_METRIC = 'val/mIoU'
 STATUS_EVERY_S = 60
 RAY_CONNECT_TIMEOUT_S = 5.0
+HTTP2_SETTINGS_FRAME = 4  # the frame type an HTTP/2 server opens a connection with
 FINAL_RESULT_KEY = 'time/stage2_s'  # only the last report of a trial (run_trial's result) has it
 
 
@@ -360,12 +361,33 @@ def _check_reachable(sweep: SweepConfig) -> None:
         target = address.split('://', 1)[1] if '://' in address else \
             canonicalize_bootstrap_address_or_die(address)
         host, port = target.rsplit(':', 1)
-        socket.create_connection((host, int(port)), timeout=RAY_CONNECT_TIMEOUT_S).close()
+        with socket.create_connection((host, int(port)), timeout=RAY_CONNECT_TIMEOUT_S) as probe:
+            answer = _first_http2_frame(probe)
     except (ConnectionError, OSError, ValueError) as error:
         raise SweepConfigError(
             f'{sweep.source}: ray.address {address!r}: no Ray cluster answered within '
             f'{RAY_CONNECT_TIMEOUT_S:g} s ({error}). Start one (ray start --head on the head '
             'node) or give its address as host:port') from error
+    if answer is None:
+        raise SweepConfigError(
+            f'{sweep.source}: ray.address {address!r}: something that is not Ray listens there '
+            '(it did not answer as the gRPC server of a Ray head node does). Give the address '
+            'that `ray start --head` printed (host:port, default port 6379), or auto')
+
+
+def _first_http2_frame(connection: socket.socket) -> Optional[bytes]:
+    """Opens an HTTP/2 connection on ``connection`` and returns the server's first frame header
+    (9 bytes) if it is the SETTINGS frame every HTTP/2 server (Ray's gRPC servers among them)
+    sends first; None for any other answer."""
+    client_preface = b'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n' + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+    connection.sendall(client_preface)
+    header = b''
+    while len(header) < 9:
+        chunk = connection.recv(9 - len(header))
+        if not chunk:
+            return None
+        header += chunk
+    return header if header[3] == HTTP2_SETTINGS_FRAME else None
 
 
 def cluster_nodes() -> List[Dict[str, float]]:

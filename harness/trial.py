@@ -33,7 +33,9 @@ from harness.eps.ird_diagnostics import IRDDiagnosticsHook
 from harness.overrides import parse_assignments
 from harness.spec import SHORT_NAMES, STAGES, TASKS, TrialSpec, canonical_keys, digest_of
 from harness.stage_configs import labelled_split, stage1_config, stage2_config
-from harness.validation import InvalidSetting, check_amp, check_trials, message_of
+from harness.sweep_config import read_yaml
+from harness.validation import (InvalidSetting, check_amp, check_folder_argument, check_trials,
+                                message_of)
 
 __all__ = ['TrialSpec', 'TASKS', 'SHORT_NAMES', 'run_trial', 'load_spec', 'main']
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -336,7 +338,12 @@ def load_spec(path: Optional[str], assignments: Sequence[str]) -> Tuple[TrialSpe
     if path is not None:
         if not Path(path).is_file():
             raise FileNotFoundError(f'experiment file {path} not found')
-        values = canonical_keys(Config.fromfile(path).to_dict(), source=path)
+        content = (read_yaml(Path(path)) if Path(path).suffix in ('.yaml', '.yml') else
+                   Config.fromfile(path).to_dict())
+        if not isinstance(content, dict):
+            raise InvalidSetting(f'experiment file {path}: the top level must be a mapping of '
+                                 f'TrialSpec keys, got {type(content).__name__}')
+        values = canonical_keys(content, source=path)
     overrides = parse_assignments(list(assignments))
     spec = TrialSpec.from_mapping(values, source=path or 'the trial').with_overrides(overrides)
     explicit = set(values) | {SHORT_NAMES.get(key, key) for key in overrides
@@ -378,6 +385,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
             work_dir = Path('outputs') / 'trials' / spec.short_id()
             stage1_cache = work_dir.parent / 'stage1'
         stage1_cache = Path(args.stage1_cache) if args.stage1_cache else stage1_cache
+        check_folder_argument(work_dir, '--work-dir')
+        check_folder_argument(stage1_cache, '--stage1-cache')
         check_trial(spec, explicit, work_dir, source)
     except (InvalidSetting, KeyError, ValueError, TypeError, FileNotFoundError) as error:
         parser.exit(2, f'error: {message_of(error)}\n')

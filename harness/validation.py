@@ -7,12 +7,16 @@ stage configs (keys, value types, settings the trial owns), the data (folders, t
 split file), settings a trial would silently ignore, trials that would be identical, and where
 the results go (storage folder, MLflow tracking URI).
 """
+import importlib.metadata
 import json
 import os
+import shutil
+import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Callable, Collection, Dict, List, Optional, Sequence
+from typing import Callable, Collection, Dict, List, Optional, Sequence, Set, Union
 
 from mmengine.config import Config
 
@@ -22,6 +26,10 @@ from harness.spec import TrialSpec
 THRESHOLD_KEY = 'model.loss_sal.threshold'
 SQLITE_PREFIX = 'sqlite:///'
 SERVER_TIMEOUT_S = 5.0
+STAGE1_MODEL = 'EPSClassifier'  # the model of every stage-1 config
+# A folder that trials write checkpoints to needs at least this much free space (a floor that
+# catches a full disk before training, not an estimate of what a trial writes).
+MIN_FREE_MIB = 64
 
 
 class InvalidSetting(ValueError):
@@ -81,17 +89,52 @@ def check_amp(specs: Sequence[TrialSpec], cuda_available: bool, source: str) -> 
 
 
 def check_storage_path(path: str, key: str = 'storage_path') -> None:
-    """``path`` is a writable folder, or can be created as one under a writable folder."""
+    """``path`` is a folder for the sweep's trials (see :func:`check_folder_argument`)."""
+    check_folder_argument(path, key)
+
+
+def check_folder_argument(path: Union[str, Path], argument: str,
+                          min_free_mib: float = MIN_FREE_MIB) -> Path:
+    """Checks a folder argument (``--work-dir``, ``--out``, ``storage_path``, ...) before anything
+    is written: ``path`` is a folder, or can be created as one, that this process can write to,
+    on a disk with at least ``min_free_mib`` MiB free. Nothing is left behind: writing is probed
+    with an empty folder that is removed at once.
+
+    Args:
+        path: The folder (it need not exist).
+        argument: How the user named it (``--work-dir``, ``storage_path``), for the message.
+        min_free_mib: Free space (MiB) the disk must have; 0 for no check.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        InvalidSetting: one line naming the argument and the path, for a file where a folder is
+            meant, a folder under a file, a folder that cannot be created or written (read-only
+            file system, no permission, ``/proc``) and a disk with less free space.
+    """
     target = Path(path)
     if target.exists() and not target.is_dir():
-        raise InvalidSetting(f'{key} {path} is a file, not a folder: name a folder (new or '
-                             'existing) for the sweep\'s trials, checkpoints and state')
-    existing = target
+        raise InvalidSetting(f'{argument} {path} is a file, not a folder: name a folder (new or '
+                             'existing)')
+    existing = target.absolute()
     while not existing.exists():
         existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise InvalidSetting(f'{key} {path} cannot be written: {existing} is not a writable '
-                             'folder; name a folder you can write to')
+    if not existing.is_dir():
+        raise InvalidSetting(f'{argument} {path} cannot be written: {existing} is a file, not a '
+                             'folder, so no folder can be created under it; name a folder')
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix='.write-probe-', dir=existing))
+    except OSError as error:
+        raise InvalidSetting(f'{argument} {path} cannot be written: no folder can be created in '
+                             f'{existing} ({error.strerror}); name a folder you can write '
+                             'to') from error
+    free_mib = shutil.disk_usage(existing).free / 2 ** 20
+    if free_mib < min_free_mib:
+        raise InvalidSetting(f'{argument} {path}: the disk of {existing} has {free_mib:.1f} MiB '
+                             f'free, less than the {min_free_mib:g} MiB needed; free some space '
+                             'or name a folder on another disk')
+    return target
 
 
 def check_tracking_uri(uri: str, create: bool, key: str = 'mlflow.tracking_uri') -> None:
@@ -100,8 +143,14 @@ def check_tracking_uri(uri: str, create: bool, key: str = 'mlflow.tracking_uri')
     ``sqlite:///PATH``: with ``create`` (a sweep that writes its runs) the folder of PATH must
     exist; without (a report that reads them) PATH itself must. ``http(s)://``: the server must
     answer its ``/health`` endpoint within :data:`SERVER_TIMEOUT_S` seconds (MLflow would retry
-    for minutes). Other schemes are left to MLflow.
+    for minutes). Other schemes must be ones MLflow has a tracking store for
+    (:func:`tracking_uri_schemes`); what they name is left to MLflow.
     """
+    scheme = urllib.parse.urlparse(uri).scheme
+    if scheme.partition('+')[0] not in tracking_uri_schemes():
+        raise InvalidSetting(f'{key} {uri}: MLflow has no tracking store for scheme {scheme!r}; '
+                             f'valid schemes: {sorted(tracking_uri_schemes() - {""})}, e.g. '
+                             'sqlite:///<folder>/mlflow.db or http://<host>:5000')
     if uri.startswith(SQLITE_PREFIX):
         database = Path(uri[len(SQLITE_PREFIX):])
         if create and not database.parent.is_dir():
@@ -120,6 +169,42 @@ def check_tracking_uri(uri: str, create: bool, key: str = 'mlflow.tracking_uri')
             raise InvalidSetting(f'{key} {uri}: the MLflow server did not answer {health} '
                                  f'within {SERVER_TIMEOUT_S:g} s ({reason}); start it '
                                  '(mlflow server) or fix the URI') from error
+
+
+def stage1_config_file(path: Union[str, Path], argument: str) -> Config:
+    """The stage-1 config file ``path``, read by MMEngine: one whose model is an
+    :data:`STAGE1_MODEL` (e.g. ``mm_configs/eps/epspp-ird_r18-tiny_1xb16-600i_shapes-64x64.py``).
+
+    Raises:
+        InvalidSetting: naming ``argument`` and the file, when it is missing, cannot be read as
+            an MMEngine config (``.py``, ``.yaml``, ``.json``) or is of another kind.
+    """
+    if not Path(path).is_file():
+        raise InvalidSetting(f'{argument} {path} not found')
+    try:
+        cfg = Config.fromfile(str(path))
+    except Exception as error:  # MMEngine raises what the file's parser raises
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise InvalidSetting(f'{argument} {path} cannot be read as an MMEngine config '
+                             f'({reason})') from error
+    model = cfg.get('model')
+    model_type = model.get('type') if isinstance(model, dict) else None
+    if model_type != STAGE1_MODEL:
+        raise InvalidSetting(f'{argument} {path} is not a stage-1 config: its model is '
+                             f'{model_type!r}, not {STAGE1_MODEL!r} (stage-1 configs: '
+                             'mm_configs/eps/)')
+    return cfg
+
+
+def tracking_uri_schemes() -> Set[str]:
+    """The URI schemes MLflow builds a tracking store for: its own (a plain path, ``file``,
+    ``http(s)``, Databricks, the SQLAlchemy databases) and those of installed plugins (entry
+    points ``mlflow.tracking_store``)."""
+    from mlflow.store.db.db_types import DATABASE_ENGINES
+
+    plugins = importlib.metadata.entry_points(group='mlflow.tracking_store')
+    return {'', 'file', 'http', 'https', 'databricks', 'databricks-uc', 'uc', *DATABASE_ENGINES,
+            *(plugin.name for plugin in plugins)}
 
 
 def message_of(error: BaseException) -> str:

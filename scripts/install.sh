@@ -40,14 +40,24 @@ MMCV_VERSION=2.1.0
 
 [[ $REUSE_TORCH =~ ^[01]$ ]] || fail "REUSE_TORCH=$REUSE_TORCH: use 1 (reuse PYTHON's torch) or 0"
 [[ $MMCV_CUDA_OPS =~ ^[01]$ ]] || fail "MMCV_CUDA_OPS=$MMCV_CUDA_OPS: use 1 (compile CUDA ops) or 0"
+command -v "$PYTHON" >/dev/null || fail "PYTHON=$PYTHON: no such interpreter; set PYTHON to" \
+    "a Python 3.11 (a name on PATH or a path)"
 pip_source=()
 if [ -n "$WHEELHOUSE" ]; then
     WHEELHOUSE=$(absolute "$WHEELHOUSE")
     [ -d "$WHEELHOUSE" ] || fail "WHEELHOUSE=$WHEELHOUSE is not a folder: fill one with" \
         "scripts/wheelhouse.sh on a machine with internet, or unset WHEELHOUSE to use the index"
+    compgen -G "$WHEELHOUSE/*.whl" >/dev/null || fail "WHEELHOUSE=$WHEELHOUSE holds no wheels" \
+        "(*.whl): fill it with scripts/wheelhouse.sh on a machine with internet"
     pip_source=(--no-index --find-links "$WHEELHOUSE")
 fi
 
+remove_unfinished_venv() {
+    local status=$?
+    [ "$status" = 0 ] || { rm -rf "$VENV"; echo "install.sh: removed the unfinished $VENV" >&2; }
+}
+# A venv this run creates is removed again if the install fails: no half-made venv is left.
+[ -e "$VENV" ] || trap remove_unfinished_venv EXIT
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 # pip's index options follow the command (install, wheel); a wheelhouse replaces the index.
 pip() {

@@ -206,6 +206,7 @@ def test_reuse_torch_needs_a_python_with_torch(tmp_path):
     subprocess.run([sys.executable, '-m', 'venv', '--without-pip', str(bare)], check=True)
     wheelhouse = tmp_path / 'wheelhouse'
     wheelhouse.mkdir()
+    (wheelhouse / 'placeholder-1.0-py3-none-any.whl').write_bytes(b'')  # a wheelhouse has wheels
     with recording_index() as index:
         result = run_script(INSTALL, offline_environment(
             index, PYTHON=str(bare / 'bin' / 'python'), VENV=str(tmp_path / 'venv'),
@@ -227,3 +228,35 @@ def test_wheelhouse_refuses_bad_knobs(tmp_path, knobs, message):
                                 capture_output=True, text=True, timeout=60)
     assert result.returncode != 0 and message in result.stderr, result.stderr
     assert index.requests == []
+
+
+def test_install_refuses_a_missing_python_and_an_empty_wheelhouse(tmp_path):
+    (tmp_path / 'empty-wheelhouse').mkdir()
+    for knobs, message in (({'PYTHON': 'no-such-python'}, 'PYTHON=no-such-python: no such '
+                            'interpreter'),
+                           ({'WHEELHOUSE': str(tmp_path / 'empty-wheelhouse')},
+                            'empty-wheelhouse holds no wheels')):
+        with recording_index() as index:
+            result = run_script(INSTALL, offline_environment(index, VENV=str(tmp_path / 'venv'),
+                                                             **knobs))
+        assert result.returncode != 0 and message in result.stderr, result.stderr
+        assert not (tmp_path / 'venv').exists()
+
+
+def test_a_failed_install_leaves_no_half_made_venv(tmp_path):
+    """A wheelhouse without torch: the venv is made, then pip fails; the venv is removed, while
+    a venv that was there before a failed install is kept."""
+    wheelhouse = tmp_path / 'wheelhouse'
+    wheelhouse.mkdir()
+    (wheelhouse / 'unrelated-1.0-py3-none-any.whl').write_bytes(b'not torch')
+    venv = tmp_path / 'venv'
+    with recording_index() as index:
+        env = offline_environment(index, VENV=str(venv), WHEELHOUSE=str(wheelhouse))
+        result = run_script(INSTALL, env)
+        assert result.returncode != 0, result.stdout + result.stderr
+        assert f'removed the unfinished {venv}' in result.stderr, result.stderr
+        assert not venv.exists()
+
+        subprocess.run([sys.executable, '-m', 'venv', '--without-pip', str(venv)], check=True)
+        assert run_script(INSTALL, env).returncode != 0
+        assert (venv / 'bin' / 'python').exists()

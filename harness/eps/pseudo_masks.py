@@ -12,8 +12,12 @@ config has none, ``--cfg-options`` changes any config key (MMEngine syntax).
 """
 import argparse
 import os
+import pickle
+import re
 import shutil
+import tempfile
 import textwrap
+import warnings
 from pathlib import Path
 from typing import Dict, Sequence
 
@@ -117,8 +121,35 @@ def generate_pseudo_masks(model: torch.nn.Module, dataloader: DataLoader, out_di
     return metrics
 
 
-def _load_weights(model: torch.nn.Module, checkpoint: str, config: str) -> None:
-    """Loads ``checkpoint`` into ``model`` with MMEngine's strict loading.
+def read_checkpoint(checkpoint: str) -> dict:
+    """The content of the checkpoint file ``checkpoint`` (read on the CPU).
+
+    Raises:
+        ValueError: one line naming the file, for one that torch cannot read (not a checkpoint,
+            truncated, empty) or that holds no mapping of weights.
+    """
+    from mmengine.runner import CheckpointLoader
+
+    try:
+        with trusted_checkpoint_loading(), warnings.catch_warnings():
+            # A checkpoint the user names and so trusts: torch's warning that it is loaded with
+            # weights_only=False says nothing new.
+            warnings.filterwarnings('ignore', message='Environment variable TORCH_FORCE_NO_WEIGHTS')
+            content = CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu',
+                                                      logger='silent')
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ValueError(f'checkpoint {checkpoint} cannot be read as a PyTorch checkpoint '
+                         f'({reason}); name a .pth file that training saved') from error
+    if not isinstance(content, dict):
+        raise ValueError(f'checkpoint {checkpoint} holds a {type(content).__name__}, not the '
+                         'mapping of weights (state_dict) that training saves')
+    return content
+
+
+def load_weights(model: torch.nn.Module, content: dict, checkpoint: str, config: str) -> None:
+    """Loads the weights of ``content`` (see :func:`read_checkpoint`) into ``model`` with
+    MMEngine's strict loading.
 
     Plain loading only logs missing and unexpected weights, so a checkpoint of another network
     would write masks from a randomly initialised model.
@@ -127,16 +158,37 @@ def _load_weights(model: torch.nn.Module, checkpoint: str, config: str) -> None:
         ValueError: one line naming the checkpoint and the config, with MMEngine's reasons
             (missing, unexpected and mis-shaped weights) shortened.
     """
-    from mmengine.runner import load_checkpoint
+    from mmengine.runner import load_state_dict
 
+    state_dict = content.get('state_dict', content)
+    # A model saved inside (Distributed)DataParallel has its weights under 'module.'.
+    state_dict = {re.sub(r'^module\.', '', key): value for key, value in state_dict.items()}
     try:
-        with trusted_checkpoint_loading():  # a checkpoint the user names and so trusts
-            load_checkpoint(model, checkpoint, map_location='cpu', strict=True, logger='current')
+        load_state_dict(model, state_dict, strict=True, logger='current')
     except RuntimeError as error:
         lines = [line.strip() for line in str(error).splitlines() if line.strip()]
         reasons = textwrap.shorten('; '.join(lines), MAX_REASONS_CHARS, placeholder=' ...')
         raise ValueError(f'checkpoint {checkpoint} does not fit the model of {config} (weights '
                          f'missing, unexpected or of another shape): {reasons}') from error
+
+
+def _check_folder(path: Path, argument: str) -> None:
+    """``path`` is a folder, or one can be created there (the first existing folder above it
+    takes a new folder); nothing is left behind.
+
+    Raises:
+        ValueError: one line naming ``argument`` and the path.
+    """
+    existing = path.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f'{argument} {path} cannot be a folder: {existing} is a file')
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix='.write-probe-', dir=existing))
+    except OSError as error:
+        raise ValueError(f'{argument} {path} cannot be written: no folder can be created in '
+                         f'{existing} ({error.strerror})') from error
 
 
 def main(argv: Sequence[str] = None) -> Dict[str, float]:
@@ -178,8 +230,20 @@ def main(argv: Sequence[str] = None) -> Dict[str, float]:
         if out_dir.exists():
             raise FileExistsError(f'pseudo-mask folder {out_dir} already exists; it is not '
                                   'overwritten: remove it or name another with --out')
+        _check_folder(Path(cfg.work_dir), '--work-dir')
+        _check_folder(out_dir, '--out')
+        content = read_checkpoint(args.checkpoint)
+        work_dir = Path(cfg.work_dir).absolute()
+        # The topmost folder that the runner creates (its log folder and those above it).
+        created = next((folder for folder in reversed([work_dir, *work_dir.parents])
+                        if not folder.exists()), None)
         runner = Runner.from_cfg(cfg)
-        _load_weights(runner.model, args.checkpoint, args.config)
+        try:
+            load_weights(runner.model, content, args.checkpoint, args.config)
+        except ValueError:
+            if created is not None:  # a refused run leaves nothing behind
+                shutil.rmtree(created, ignore_errors=True)
+            raise
     except (FileNotFoundError, FileExistsError, KeyError, TypeError, ValueError) as error:
         parser.exit(2, f'error: {message_of(error)}\n')
     try:

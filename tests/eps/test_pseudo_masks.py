@@ -6,7 +6,8 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from harness.data import synthetic
-from harness.eps.pseudo_masks import _load_weights, generate_pseudo_masks, write_palette_png
+from harness.eps.pseudo_masks import (generate_pseudo_masks, load_weights, read_checkpoint,
+                                      write_palette_png)
 from mmseg.structures import SegDataSample
 
 
@@ -85,13 +86,15 @@ def test_weights_load_strictly_also_from_a_ddp_checkpoint(tmp_path):
     trained = {key: value + 1 for key, value in model.state_dict().items()}
     torch.save({'state_dict': {f'module.{key}': value for key, value in trained.items()}},
                tmp_path / 'ddp.pth')
-    _load_weights(model, str(tmp_path / 'ddp.pth'), 'stage1.py')
+    ddp = str(tmp_path / 'ddp.pth')
+    load_weights(model, read_checkpoint(ddp), ddp, 'stage1.py')
     assert torch.equal(model.weight, trained['weight'])
 
     torch.save({'state_dict': torch.nn.Linear(3, 4).state_dict()}, tmp_path / 'wide.pth')
     with pytest.raises(ValueError, match=r'checkpoint \S+wide.pth does not fit the model of '
                        r'stage1.py .*size mismatch for weight') as caught:
-        _load_weights(model, str(tmp_path / 'wide.pth'), 'stage1.py')
+        wide = str(tmp_path / 'wide.pth')
+        load_weights(model, read_checkpoint(wide), wide, 'stage1.py')
     assert '\n' not in str(caught.value)
 
 
