@@ -79,7 +79,8 @@ def _integer(low: int, also: Optional[int] = None) -> Callable[[Any], bool]:
                           and (value >= low or value == also))
 
 
-def _number(low: float, high: float = math.inf, low_included: bool = True) -> Callable[[Any], bool]:
+def _number(low: float, high: float = math.inf,
+            low_included: bool = True) -> Callable[[Any], bool]:
     return lambda value: (isinstance(value, (int, float)) and not isinstance(value, bool)
                           and math.isfinite(value) and value < high
                           and (value >= low if low_included else value > low))
@@ -87,7 +88,7 @@ def _number(low: float, high: float = math.inf, low_included: bool = True) -> Ca
 
 # Settings of a stage config that must lie in a range, where the config has them:
 # (dotted key, the valid values in words, test). A value out of range would train nothing
-# (max_iters 0), fail after the stage before it trained (batch_size 0, lr < 0) or diverge.
+# (max_iters 0) or fail once the stage starts, after the stages before it trained (batch_size 0).
 RANGES = (
     ('train_cfg.max_iters', 'an integer >= 1', _integer(1)),
     ('train_cfg.max_epochs', 'an integer >= 1', _integer(1)),
@@ -121,11 +122,12 @@ def check_ranges(cfg: Config, stage: str, where: str) -> None:
         raise InvalidSetting(f'{where}: {stage}.{key} is {value!r}, out of range: it must be '
                              f'{valid}')
 
+    values = cfg.to_dict()
     for key, valid, test in RANGES:
-        value = _lookup(cfg, key)
+        value = _lookup(values, key)
         if value is not _MISSING and not test(value):
             refuse(key, value, valid)
-    schedulers = cfg.get('param_scheduler') or []
+    schedulers = values.get('param_scheduler') or []
     for index, scheduler in enumerate(schedulers if isinstance(schedulers, list) else [schedulers]):
         for name, valid, test in SCHEDULER_RANGES:
             if name in scheduler and not test(scheduler[name]):
@@ -136,9 +138,9 @@ def check_ranges(cfg: Config, stage: str, where: str) -> None:
                    f'greater than param_scheduler.{index}.begin ({begin})')
 
 
-def _lookup(cfg: Config, key: str) -> Any:
-    """The value at dotted ``key`` of ``cfg``, or :data:`_MISSING`."""
-    node: Any = cfg
+def _lookup(values: Dict[str, Any], key: str) -> Any:
+    """The value at dotted ``key`` of ``values`` (a config as a dict), or :data:`_MISSING`."""
+    node: Any = values
     for part in key.split('.'):
         if not isinstance(node, dict) or part not in node:
             return _MISSING

@@ -142,8 +142,9 @@ def test_labelled_fraction_of_a_split_file_is_the_fraction_it_lists(tiny_dataset
     assert labelled_fraction_of(short_spec(tiny_dataset, task='wsss')) == 0.0
 
 
-COCO_STAGES = dict(stage1_config='mm_configs/eps/epspp-ird_r101-d8_1xb16-256k_coco14-321x321.py',
-                   stage2_config='mm_configs/stage2/deeplabv3plus_r101-d8_4xb4-80k_coco14-512x512.py')
+COCO_STAGES = dict(
+    stage1_config='mm_configs/eps/epspp-ird_r101-d8_1xb16-256k_coco14-321x321.py',
+    stage2_config='mm_configs/stage2/deeplabv3plus_r101-d8_4xb4-80k_coco14-512x512.py')
 
 
 def test_sync_bn_is_named_before_and_trained_as_bn_without_cuda(monkeypatch):
