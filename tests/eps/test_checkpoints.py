@@ -51,6 +51,7 @@ def _train_toy_model(work_dir, hook_type: str, fail_at_iter: int = 0, max_iters:
 
     runner = Runner(
         model=ToyModel(), work_dir=str(work_dir), default_scope='mmseg',
+        experiment_name=str(work_dir),  # not the second it starts in: a logger of its own
         train_dataloader=dict(dataset=[dict(inputs=torch.ones(2))] * 8, batch_size=2,
                               sampler=dict(type='DefaultSampler', shuffle=False),
                               collate_fn=dict(type='default_collate')),
@@ -151,14 +152,17 @@ def test_a_result_file_on_a_full_disk_keeps_its_previous_version(tmp_path, disk_
     assert [path.name for path in tmp_path.iterdir()] == ['result.json']
 
 
-def test_resume_passes_over_a_damaged_checkpoint_to_the_previous_good_one(tmp_path, capsys):
+def test_resume_passes_over_a_damaged_checkpoint_to_the_previous_good_one(tmp_path,
+                                                                          request):
     _train_toy_model(tmp_path, 'CrashSafeCheckpointHook', max_iters=3, max_keep_ckpts=3)
     assert resumable_checkpoint(tmp_path) == str(tmp_path / 'iter_3.pth')
     damaged = tmp_path / 'iter_3.pth'
     damaged.write_bytes(damaged.read_bytes()[:1000])  # cut short, as a full disk once did
+    messages = request.getfixturevalue('mmengine_messages')  # the runner's logger
     assert resumable_checkpoint(tmp_path) == str(tmp_path / 'iter_2.pth')
-    printed = capsys.readouterr()
-    assert f'damaged checkpoint(s) {damaged}' in printed.out + printed.err
+    assert any(message.startswith(f'damaged checkpoint(s) {damaged} (') and
+               message.endswith(f'resuming from {tmp_path / "iter_2.pth"}')
+               for message in messages), messages
     for path in tmp_path.glob('iter_*.pth'):
         path.write_bytes(b'')
     with pytest.raises(DamagedCheckpointError, match=f'no checkpoint in {tmp_path} can be '
