@@ -13,6 +13,7 @@ torch.distributed process group that someone else started (Ray Train), every ran
 :func:`run_trial` with the same arguments.
 """
 import argparse
+import errno
 import fcntl
 import json
 import logging
@@ -494,6 +495,11 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         parser.exit(2, f'error: {error}\n')
     except (DiskFullError, DamagedCheckpointError) as error:
         parser.exit(1, f'error: {error}\n')
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        parser.exit(1, f'error: no space left for {error.filename or "a file of the trial"} '
+                    f'({error.strerror}); make room there and run again: the trial resumes\n')
     print(strict_json.dumps(result))
     return result
 

@@ -52,8 +52,8 @@ def write_whole(path: Union[str, Path], data: bytes) -> None:
         if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
             full = DiskFullError(
                 f'no space left in {path.parent} for {path.name}: it needs {_mib(len(data))}, '
-                f'{_mib(shutil.disk_usage(path.parent).free)} free; free that much or choose '
-                f'another folder (the previous files there are kept)')
+                f'{_mib(shutil.disk_usage(path.parent).free)} free; make room there or choose '
+                'another folder (the files already there are kept)')
             full.errno = error.errno
             raise full from error
         raise
