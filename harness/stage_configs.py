@@ -16,6 +16,8 @@ from harness.spec import TrialSpec, absolute
 
 # The two parts of a stage-2 training set (see mm_configs/_base_/datasets/shapes_voc_stage2.py).
 STAGE2_PARTS = ('labelled_dataset', 'pseudo_labelled_dataset')
+# Batch norms that synchronise their statistics across workers: GPUs only.
+SYNC_BN_TYPES = ('SyncBN', 'MMSyncBN')
 
 
 def stage1_config(spec: TrialSpec) -> Config:
@@ -42,6 +44,30 @@ def _common(spec: TrialSpec, config: str, overrides: dict) -> Config:
     if spec.amp:
         cfg.optim_wrapper = amp_optim_wrapper(cfg.optim_wrapper)
     return cfg
+
+
+def replace_sync_bn(cfg: Config) -> List[str]:
+    """Turns every synchronised batch norm (``SyncBN``, ``MMSyncBN``) of ``cfg.model`` into
+    ``BN``, in place; returns the dotted keys it changed (``model.backbone.norm_cfg``, ...).
+
+    SyncBN layers run on GPUs only; without them each worker normalises with the statistics of
+    its own batch (``train_dataloader.batch_size``), as MMEngine does in a one-process run.
+    """
+    changed: List[str] = []
+
+    def visit(node: Any, key: str) -> None:
+        if isinstance(node, dict):
+            if node.get('type') in SYNC_BN_TYPES:
+                node['type'] = 'BN'
+                changed.append(key)
+            for name, value in node.items():
+                visit(value, f'{key}.{name}')
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                visit(value, f'{key}.{index}')
+
+    visit(cfg.get('model'), 'model')
+    return changed
 
 
 def labelled_split(spec: TrialSpec, cfg: Config) -> Tuple[List[str], List[str]]:

@@ -46,6 +46,9 @@ STATUS_EVERY_S = 60
 RAY_CONNECT_TIMEOUT_S = 5.0
 HTTP2_SETTINGS_FRAME = 4  # the frame type an HTTP/2 server opens a connection with
 FINAL_RESULT_KEY = 'time/stage2_s'  # only the last report of a trial (run_trial's result) has it
+# A restarted trial's new rank 0 waits this long for the old one's lock (a worker Ray is still
+# ending) before the trial fails as "in use".
+TRIAL_LOCK_WAIT_S = 60.0
 
 
 def train_func(config: Dict[str, Any]) -> None:
@@ -58,7 +61,7 @@ def train_func(config: Dict[str, Any]) -> None:
     import ray.train
 
     from harness.tracking import TrialRun
-    from harness.trial import TrialSpec, run_trial
+    from harness.trial import TrialSpec, labelled_fraction_of, run_trial
 
     # Ray Train starts workers in a folder of its own; relative paths inside the MMEngine configs
     # (data_root) mean the folder the sweep was started from, as they do for harness.trial.
@@ -77,7 +80,8 @@ def train_func(config: Dict[str, Any]) -> None:
     if rank == 0:
         run = TrialRun.open(config['tracking'], config['trial_id'], spec.short_id(),
                             config['overrides'], tags=dict(
-                                task=spec.task, labelled_fraction=spec.labelled_fraction,
+                                task=spec.task, labelled_fraction=labelled_fraction_of(spec),
+                                **({'split_file': spec.split_file} if spec.split_file else {}),
                                 saliency_threshold=spec.saliency_threshold, seed=spec.seed,
                                 work_dir=work_dir))
 
@@ -89,7 +93,7 @@ def train_func(config: Dict[str, Any]) -> None:
 
     try:
         result = run_trial(spec, work_dir, stage1_cache=Path(config['stage1_cache']),
-                           report=report)
+                           report=report, lock_wait_s=TRIAL_LOCK_WAIT_S)
         if run is not None:
             run.log_result(result, work_dir)
     except BaseException:

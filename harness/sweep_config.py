@@ -32,6 +32,7 @@ import dataclasses
 import itertools
 import math
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
@@ -40,7 +41,7 @@ import yaml
 
 from harness.spec import SEED_LIMIT, SHORT_NAMES, STAGES, TrialSpec, canonical_keys, spec_keys
 from harness.tracking import default_tracking_uri
-from harness.validation import InvalidSetting, check_storage_path, message_of
+from harness.validation import InvalidSetting, check_storage_path, message_of, sync_bn_warning
 from harness.validation import check_trials as check_trial_specs
 
 DISTRIBUTIONS = ('grid_search', 'choice', 'uniform', 'loguniform')
@@ -387,6 +388,10 @@ def check_trials(sweep: SweepConfig) -> int:
         check_trial_specs(specs, explicit_keys(sweep), sweep.source, labels)
     except InvalidSetting as error:
         raise SweepConfigError(str(error)) from error
+    if sweep.resources.gpus_per_worker == 0:
+        warning = sync_bn_warning(specs, sweep.source)
+        if warning:
+            print(warning, file=sys.stderr)
     return len(specs)
 
 

@@ -13,9 +13,13 @@ torch.distributed process group that someone else started (Ray Train), every ran
 :func:`run_trial` with the same arguments.
 """
 import argparse
+import errno
 import fcntl
 import json
+import logging
 import os
+import socket
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,26 +29,34 @@ import torch
 import torch.distributed as dist
 from mmengine.config import Config
 from mmengine.hooks import Hook
+from mmengine.logging import print_log
 
 from harness import strict_json
 from harness.data import splits, synthetic
-from harness.eps.checkpoints import trusted_checkpoint_loading
+from harness.data.fingerprint import dataset_fingerprint
+from harness.eps.checkpoints import (DamagedCheckpointError, DiskFullError, resumable_checkpoint,
+                                     trusted_checkpoint_loading, write_whole)
 from harness.eps.ird_diagnostics import IRDDiagnosticsHook
 from harness.overrides import parse_assignments
 from harness.spec import SHORT_NAMES, STAGES, TASKS, TrialSpec, canonical_keys, digest_of
-from harness.stage_configs import labelled_split, stage1_config, stage2_config
+from harness.stage_configs import labelled_split, replace_sync_bn, stage1_config, stage2_config
 from harness.sweep_config import read_yaml
 from harness.validation import (InvalidSetting, check_amp, check_folder_argument, check_trials,
-                                message_of)
+                                message_of, sync_bn_warning)
 
 __all__ = ['TrialSpec', 'TASKS', 'SHORT_NAMES', 'run_trial', 'load_spec', 'main']
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SPEC_FILE = 'spec.json'
+TRIAL_LOCK = 'trial.lock'
 Report = Callable[[Dict[str, Any]], None]
 
 
 class WorkDirInUse(InvalidSetting):
     """A trial folder that holds a trial of another spec (reusing it would mix two trials)."""
+
+
+class WorkDirLocked(WorkDirInUse):
+    """A trial folder that another live process holds (two writers would mix their files)."""
 
 
 class _MetricsRecorder(Hook):
@@ -86,7 +98,7 @@ class _MetricsRecorder(Hook):
 
 
 def run_trial(spec: TrialSpec, work_dir: Path, stage1_cache: Optional[Path] = None,
-              report: Optional[Report] = None) -> Dict[str, Any]:
+              report: Optional[Report] = None, lock_wait_s: float = 0.0) -> Dict[str, Any]:
     """Runs stage 1 (or reuses it), writes the split, runs stage 2; returns the metrics.
 
     Args:
@@ -95,20 +107,36 @@ def run_trial(spec: TrialSpec, work_dir: Path, stage1_cache: Optional[Path] = No
             (``result.json``) of the same spec is not run again; an interrupted one resumes from
             its last MMEngine checkpoint; a folder holding a trial of another spec is refused.
         stage1_cache: Folder of finished stage-1 runs, keyed by a hash of the resolved stage-1
-            config, shared by the trials of a sweep (default: ``<work_dir>/stage1``).
+            config and of its data (:func:`stage1_run_dir`), shared by the trials of a sweep
+            (default: ``<work_dir>/stage1``).
         report: Called with the metrics after every validation of either stage (Ray Train's
             report, in a sweep); every rank calls it equally often.
+        lock_wait_s: How long to wait for another live process that holds ``work_dir`` (its
+            ``trial.lock``, held by rank 0 for the trial's life) before refusing.
+
+    On a machine without CUDA, synchronised batch norm (SyncBN) of either stage's config is
+    trained as BN (:func:`~harness.stage_configs.replace_sync_bn`).
 
     Returns:
         ``val/mIoU`` and ``val/IoU.<class>`` (stage 2 on val), ``pseudo/mIoU`` and
         ``pseudo/IoU.<class>`` (pseudo-masks on the train split), ``stage1/mIoU`` (pseudo-masks
-        on val), the task, labelled fraction, saliency threshold, seed, the resolved config and
+        on val), the task, labelled fraction (:func:`labelled_fraction_of`), the split file the
+        spec named (``split_file_source``), saliency threshold, seed, the resolved config and
         split files, and ``time/stage1_s`` / ``time/stage2_s`` (wall seconds; 0 when reused).
         An IoU of a class absent from a split is None (``null`` in JSON).
 
     Raises:
-        WorkDirInUse: ``work_dir`` holds a trial of another spec.
+        WorkDirInUse: ``work_dir`` holds a trial of another spec, or another live process runs
+            a trial there (:class:`WorkDirLocked`).
+        DiskFullError: a checkpoint or result file found no room (the previous ones are kept).
+        DamagedCheckpointError: every checkpoint of an interrupted stage is damaged.
     """
+    with _trial_lock(Path(work_dir).resolve(), lock_wait_s):
+        return _run_trial(spec, work_dir, stage1_cache, report)
+
+
+def _run_trial(spec: TrialSpec, work_dir: Path, stage1_cache: Optional[Path],
+               report: Optional[Report]) -> Dict[str, Any]:
     spec = spec.resolved()
     work_dir = Path(work_dir).resolve()
     stage1_cache = Path(stage1_cache or work_dir / 'stage1').resolve()
@@ -117,7 +145,7 @@ def run_trial(spec: TrialSpec, work_dir: Path, stage1_cache: Optional[Path] = No
     if result_file.is_file():
         return json.loads(result_file.read_text())
 
-    cfg1 = stage1_config(spec)
+    cfg1 = _for_this_machine(stage1_config(spec))
     if spec.data_root is None:
         _ensure_bundled_dataset(cfg1)
     stage1_dir = stage1_run_dir(cfg1, stage1_cache)
@@ -134,7 +162,8 @@ def run_trial(spec: TrialSpec, work_dir: Path, stage1_cache: Optional[Path] = No
         **stage2_metrics,
         **stage1_result['metrics'],
         'task': spec.task,
-        'labelled_fraction': spec.labelled_fraction if spec.task == 'ssss' else 0.0,
+        'labelled_fraction': labelled_fraction_of(spec),
+        'split_file_source': spec.split_file if spec.task == 'ssss' else None,
         'saliency_threshold': spec.saliency_threshold,
         'seed': spec.seed,
         'stage1_reused': stage1_result['reused'],
@@ -151,11 +180,26 @@ def run_trial(spec: TrialSpec, work_dir: Path, stage1_cache: Optional[Path] = No
     return result
 
 
+def labelled_fraction_of(spec: TrialSpec) -> float:
+    """The fraction of the stage-2 training ids that the trial trains with their ground truth:
+    0 for WSSS; for a ``split_file``, the ids it lists over all training ids; else the spec's
+    ``labelled_fraction`` (as asked: ``round(fraction * N)`` ids, at least one, are labelled)."""
+    if spec.task == 'wsss':
+        return 0.0
+    if spec.split_file is None:
+        return spec.labelled_fraction
+    labelled, unlabelled = labelled_split(spec, stage2_config(spec))
+    return len(labelled) / (len(labelled) + len(unlabelled))
+
+
 def stage1_run_dir(cfg1: Config, stage1_cache: Path) -> Path:
     """The folder of the stage-1 run of the resolved stage-1 config ``cfg1`` in
-    ``stage1_cache``: named by a digest of the config's text, so that exactly the trials whose
-    stage 1 is the same (threshold, seed, overrides, data) share it."""
-    return Path(stage1_cache) / digest_of(cfg1.pretty_text)
+    ``stage1_cache``: named by a digest of the config's text and of the data in its
+    ``data_root`` (:func:`~harness.data.fingerprint.dataset_fingerprint`), so that exactly the
+    trials whose stage 1 is the same (threshold, seed, overrides, data) share it, and another
+    dataset at the same path is another run."""
+    return Path(stage1_cache) / digest_of(
+        cfg1.pretty_text + '\0' + dataset_fingerprint(cfg1.data_root))
 
 
 def check_work_dir(work_dir: Path, spec: TrialSpec) -> None:
@@ -189,7 +233,7 @@ def _stage2_training_config(spec: TrialSpec, work_dir: Path, stage1_dir: Path) -
     """The stage-2 config of the trial with its split written to ``<work_dir>/splits``: the
     labelled ids with their masks, the others with the pseudo-masks of the stage-1 run in
     ``stage1_dir``, whose backbone stage 2 starts from with ``stage2_init_from_stage1``."""
-    cfg = stage2_config(spec)
+    cfg = _for_this_machine(stage2_config(spec))
     pseudo_masks = stage1_dir / 'pseudo_masks'
     labelled, unlabelled = labelled_split(spec, cfg)
     labelled_part, pseudo_part = cfg.labelled_dataset, cfg.pseudo_labelled_dataset
@@ -242,7 +286,12 @@ def _run_stage(cfg: Config, prefix: str, report: Optional[Report]) -> Dict[str, 
     """Trains one MMEngine config (resuming from its work dir); returns its last val metrics."""
     from mmengine.runner import Runner
 
-    cfg.resume = True  # MMEngine resumes from <work_dir>/last_checkpoint when there is one
+    # Resumes from the newest checkpoint of the work dir that loads (a damaged one is named and
+    # passed over); without one, starts from the config's own load_from (None: initialisation).
+    resume_from = resumable_checkpoint(cfg.work_dir)
+    cfg.resume = resume_from is not None
+    if cfg.resume:
+        cfg.load_from = resume_from
     cfg.launcher = 'pytorch' if _distributed() else 'none'
     if _distributed() and not torch.cuda.is_available():
         # MMEngine's default DDP wrapper passes device_ids=[LOCAL_RANK], which CPU modules reject.
@@ -313,9 +362,62 @@ def _exclusive(lock_path: Path) -> Iterator[None]:
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    partial = path.with_name(f'.{path.name}.{os.getpid()}')
-    partial.write_text(text)
-    os.replace(partial, path)
+    write_whole(path, text.encode())
+
+
+@contextmanager
+def _trial_lock(work_dir: Path, wait_s: float) -> Iterator[None]:
+    """Holds ``<work_dir>/trial.lock`` (rank 0; an exclusive ``flock``, which the kernel
+    releases when the process ends, however it ends) while the block runs.
+
+    Raises:
+        WorkDirLocked: on every rank, naming the folder and the holder, when another process
+            still holds it after ``wait_s`` seconds.
+    """
+    handle, refusal = None, None
+    if _rank() == 0:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(work_dir / TRIAL_LOCK, 'a+')
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    handle.seek(0)
+                    holder = handle.read().strip() or 'another process'
+                    handle.close()
+                    handle = None
+                    refusal = (f'{work_dir} is in use by a running trial ({holder}): wait for it '
+                               'to end (then run again to read its result), or choose another '
+                               'work dir')
+                    break
+                time.sleep(min(1.0, wait_s))
+        if handle is not None:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f'process {os.getpid()} on {socket.gethostname()}\n')
+            handle.flush()
+    if _distributed():
+        shared = [refusal]
+        dist.broadcast_object_list(shared, src=0)
+        refusal = shared[0]
+    if refusal is not None:
+        raise WorkDirLocked(refusal)
+    try:
+        yield
+    finally:
+        if handle is not None:
+            handle.close()  # releases the lock
+
+
+def _for_this_machine(cfg: Config) -> Config:
+    """``cfg`` with SyncBN turned into BN where there is no CUDA (SyncBN runs on GPUs only)."""
+    if not torch.cuda.is_available() and replace_sync_bn(cfg) and _rank() == 0:
+        print_log('no CUDA here: SyncBN trains as BN (the statistics of each worker\'s batch)',
+                  logger='current', level=logging.WARNING)
+    return cfg
 
 
 def _distributed() -> bool:
@@ -356,6 +458,9 @@ def check_trial(spec: TrialSpec, explicit: Sequence[str], work_dir: Path, source
     check_trials([spec], explicit, source, labels=[''])
     check_amp([spec], torch.cuda.is_available(), source)
     check_work_dir(work_dir, spec)
+    warning = None if torch.cuda.is_available() else sync_bn_warning([spec], source)
+    if warning:
+        print(warning, file=sys.stderr)
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
@@ -392,7 +497,17 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         parser.exit(2, f'error: {message_of(error)}\n')
     if (work_dir / 'result.json').is_file():
         print(f'{work_dir} holds a finished trial of this spec; printing its result')
-    result = run_trial(spec, work_dir, stage1_cache)
+    try:
+        result = run_trial(spec, work_dir, stage1_cache)
+    except WorkDirLocked as error:
+        parser.exit(2, f'error: {error}\n')
+    except (DiskFullError, DamagedCheckpointError) as error:
+        parser.exit(1, f'error: {error}\n')
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        parser.exit(1, f'error: no space left for {error.filename or "a file of the trial"} '
+                    f'({error.strerror}); make room there and run again: the trial resumes\n')
     print(strict_json.dumps(result))
     return result
 

@@ -9,6 +9,7 @@ the results go (storage folder, MLflow tracking URI).
 """
 import importlib.metadata
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -16,7 +17,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Callable, Collection, Dict, List, Optional, Sequence, Set, Union
+from typing import Any, Callable, Collection, Dict, List, Optional, Sequence, Set, Union
 
 from mmengine.config import Config
 
@@ -30,6 +31,8 @@ STAGE1_MODEL = 'EPSClassifier'  # the model of every stage-1 config
 # A folder that trials write checkpoints to needs at least this much free space (a floor that
 # catches a full disk before training, not an estimate of what a trial writes).
 MIN_FREE_MIB = 64
+DATALOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
+_MISSING = object()
 
 
 class InvalidSetting(ValueError):
@@ -67,6 +70,8 @@ def check_trials(specs: Sequence[TrialSpec], explicit: Collection[str], source: 
                 f'saliency_threshold (short name threshold) instead')
         cfg1 = _built(stage1_config, spec, 'stage1', where)
         cfg2 = _built(stage2_config, spec, 'stage2', where)
+        check_ranges(cfg1, 'stage1', where)
+        check_ranges(cfg2, 'stage2', where)
         _check_settings_used(spec, cfg1, explicit, where)
         _check_stage_roles(spec, cfg1, cfg2, where)
         _check_stage2_init(spec, cfg1, cfg2, where)
@@ -75,6 +80,105 @@ def check_trials(specs: Sequence[TrialSpec], explicit: Collection[str], source: 
     for spec, label, (cfg1, cfg2) in zip(specs, labels, stage_configs):
         _check_data(spec, cfg1, cfg2, 'data_root' in explicit,
                     f'{source}: {label}' if label else source)
+
+
+def _integer(low: int, also: Optional[int] = None) -> Callable[[Any], bool]:
+    return lambda value: (isinstance(value, int) and not isinstance(value, bool)
+                          and (value >= low or value == also))
+
+
+def _number(low: float, high: float = math.inf,
+            low_included: bool = True) -> Callable[[Any], bool]:
+    return lambda value: (isinstance(value, (int, float)) and not isinstance(value, bool)
+                          and math.isfinite(value) and value < high
+                          and (value >= low if low_included else value > low))
+
+
+# Settings of a stage config that must lie in a range, where the config has them:
+# (dotted key, the valid values in words, test). A value out of range would train nothing
+# (max_iters 0) or fail once the stage starts, after the stages before it trained (batch_size 0).
+RANGES = (
+    ('train_cfg.max_iters', 'an integer >= 1', _integer(1)),
+    ('train_cfg.max_epochs', 'an integer >= 1', _integer(1)),
+    ('train_cfg.val_interval', 'an integer >= 1', _integer(1)),
+    ('default_hooks.checkpoint.interval', 'an integer >= 1, or -1 (no checkpoints)',
+     _integer(1, also=-1)),
+    ('default_hooks.logger.interval', 'an integer >= 1', _integer(1)),
+    *((f'{loader}.batch_size', 'an integer >= 1', _integer(1)) for loader in DATALOADERS),
+    *((f'{loader}.num_workers', 'an integer >= 0', _integer(0)) for loader in DATALOADERS),
+    ('optim_wrapper.optimizer.lr', 'a number > 0', _number(0.0, low_included=False)),
+    ('optim_wrapper.optimizer.weight_decay', 'a number >= 0', _number(0.0)),
+    ('optim_wrapper.optimizer.momentum', 'a number in [0, 1)', _number(0.0, 1.0)),
+    ('optim_wrapper.accumulative_counts', 'an integer >= 1', _integer(1)),
+)
+SCHEDULER_RANGES = (
+    ('begin', 'an integer >= 0', _integer(0)),
+    ('end', 'an integer >= 1', _integer(1)),
+    ('eta_min', 'a number >= 0', _number(0.0)),
+)
+
+
+def check_ranges(cfg: Config, stage: str, where: str) -> None:
+    """The iterations, intervals, batch sizes, worker counts and learning rates of one stage's
+    config (:data:`RANGES`, and ``begin < end`` and ``eta_min`` of each ``param_scheduler``)
+    are in range.
+
+    Raises:
+        InvalidSetting: naming ``<stage>.<key>``, the value and the valid range.
+    """
+    def refuse(key: str, value: Any, valid: str) -> None:
+        raise InvalidSetting(f'{where}: {stage}.{key} is {value!r}, out of range: it must be '
+                             f'{valid}')
+
+    values = cfg.to_dict()
+    for key, valid, test in RANGES:
+        value = _lookup(values, key)
+        if value is not _MISSING and not test(value):
+            refuse(key, value, valid)
+    schedulers = values.get('param_scheduler') or []
+    for index, scheduler in enumerate(schedulers if isinstance(schedulers, list) else [schedulers]):
+        for name, valid, test in SCHEDULER_RANGES:
+            if name in scheduler and not test(scheduler[name]):
+                refuse(f'param_scheduler.{index}.{name}', scheduler[name], valid)
+        begin, end = scheduler.get('begin', 0), scheduler.get('end')
+        if end is not None and end <= begin:
+            refuse(f'param_scheduler.{index}.end', end,
+                   f'greater than param_scheduler.{index}.begin ({begin})')
+
+
+def _lookup(values: Dict[str, Any], key: str) -> Any:
+    """The value at dotted ``key`` of ``values`` (a config as a dict), or :data:`_MISSING`."""
+    node: Any = values
+    for part in key.split('.'):
+        if not isinstance(node, dict) or part not in node:
+            return _MISSING
+        node = node[part]
+    return node
+
+
+def sync_bn_warning(specs: Sequence[TrialSpec], source: str) -> Optional[str]:
+    """A one-line warning when the trials' stage configs use synchronised batch norm, which
+    needs GPUs, for trials that will train without (None when none do).
+
+    Such a trial trains with ``BN`` instead (:func:`harness.stage_configs.replace_sync_bn`, done
+    by :func:`harness.trial.run_trial` on a machine without CUDA): each worker normalises with
+    the statistics of its own batch, not of all workers' batches.
+    """
+    from harness.stage_configs import replace_sync_bn, stage1_config, stage2_config
+
+    configs, seen = set(), set()
+    for spec in specs:
+        for stage, build in (('stage1', stage1_config), ('stage2', stage2_config)):
+            config = getattr(spec, f'{stage}_config')
+            built = (config, json.dumps(getattr(spec, stage), sort_keys=True, default=str))
+            if built not in seen and replace_sync_bn(build(spec)):
+                configs.add(config)
+            seen.add(built)
+    if not configs:
+        return None
+    return (f'warning: {source}: {", ".join(sorted(configs))} use SyncBN, which needs GPUs: '
+            'without them the trials train with BN (each worker normalises with the statistics '
+            'of its own batch); give the workers GPUs to train with SyncBN')
 
 
 def check_amp(specs: Sequence[TrialSpec], cuda_available: bool, source: str) -> None:

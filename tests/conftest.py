@@ -20,3 +20,20 @@ def dataset_copy(tiny_dataset, tmp_path) -> Path:
     copy = tmp_path / 'shapes_voc'
     shutil.copytree(tiny_dataset, copy)
     return copy
+
+
+@pytest.fixture
+def mmengine_messages():
+    """The messages logged from now on through MMEngine's current logger (``print_log(...,
+    logger='current')``), whichever stream that logger writes to."""
+    import logging
+
+    from mmengine.logging import MMLogger
+
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logger = MMLogger.get_current_instance()
+    logger.addHandler(handler)
+    yield messages
+    logger.removeHandler(handler)

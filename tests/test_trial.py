@@ -3,10 +3,12 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import List, Union
 
 import pytest
+import torch
 from mmengine.config import Config
 
 from fault_injection import python_path, write_stage_config
@@ -108,6 +110,100 @@ def test_stage1_folder_per_threshold_seed_and_stage1_setting_shared_by_equal_one
     assert folder(base.with_overrides({'task': 'wsss'})) == folder(base)
 
 
+def test_stage1_folder_changes_with_the_data_at_the_same_path(tmp_path):
+    """Data regenerated with another seed at the same data_root is another stage-1 run (the
+    old network and pseudo-masks are of other images); regenerated as it was, the same."""
+    import shutil
+
+    from harness.data.synthetic import SyntheticConfig, generate_dataset
+    from harness.stage_configs import stage1_config
+    from harness.trial import stage1_run_dir
+
+    root = tmp_path / 'shapes_voc'
+
+    def folder_for_data_of_seed(seed: int) -> Path:
+        shutil.rmtree(root, ignore_errors=True)
+        generate_dataset(root, SyntheticConfig(num_train=4, num_val=2, image_size=32, seed=seed))
+        return stage1_run_dir(stage1_config(short_spec(root).resolved()), tmp_path / 'cache')
+
+    first = folder_for_data_of_seed(0)
+    assert folder_for_data_of_seed(1) != first
+    assert folder_for_data_of_seed(0) == first
+
+
+def test_labelled_fraction_of_a_split_file_is_the_fraction_it_lists(tiny_dataset, tmp_path):
+    from harness.trial import labelled_fraction_of
+
+    listed = tmp_path / 'labeled.txt'
+    train_ids = ids_in(tiny_dataset / 'ImageSets' / 'Segmentation' / 'train.txt')
+    listed.write_text(''.join(f'{i}\n' for i in train_ids[:5]))
+    assert labelled_fraction_of(short_spec(tiny_dataset, split_file=str(listed))) == 5 / 12
+    assert labelled_fraction_of(short_spec(tiny_dataset, labelled_fraction='1/8')) == 0.125
+    assert labelled_fraction_of(short_spec(tiny_dataset, task='wsss')) == 0.0
+
+
+COCO_STAGES = dict(
+    stage1_config='mm_configs/eps/epspp-ird_r101-d8_1xb16-256k_coco14-321x321.py',
+    stage2_config='mm_configs/stage2/deeplabv3plus_r101-d8_4xb4-80k_coco14-512x512.py')
+
+
+def test_sync_bn_is_named_before_and_trained_as_bn_without_cuda(monkeypatch):
+    """SyncBN runs on GPUs only: trials without them are warned about (before anything starts)
+    and train with BN."""
+    from harness.stage_configs import stage1_config, stage2_config
+    from harness.trial import _for_this_machine
+    from harness.validation import sync_bn_warning
+
+    coco = TrialSpec(**COCO_STAGES)
+    warning = sync_bn_warning([coco, coco.with_overrides({'seed': 1})], 'coco.yaml')
+    assert warning.startswith('warning: coco.yaml: ') and '\n' not in warning
+    assert COCO_STAGES['stage1_config'] in warning and COCO_STAGES['stage2_config'] in warning
+    assert sync_bn_warning([TrialSpec()], 'bundled.yaml') is None  # BN configs
+
+    def model_of(cfg: Config) -> str:
+        return json.dumps(cfg.to_dict()['model'])
+
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    for build in (stage1_config, stage2_config):
+        assert '"SyncBN"' in model_of(build(coco))
+        converted = model_of(_for_this_machine(build(coco)))
+        assert '"SyncBN"' not in converted and '"type": "BN"' in converted
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    assert '"SyncBN"' in model_of(_for_this_machine(stage1_config(coco)))
+
+
+def test_a_trial_folder_has_one_writer_at_a_time(tmp_path):
+    from harness.trial import WorkDirLocked, _trial_lock
+
+    with _trial_lock(tmp_path, 0.0):
+        with pytest.raises(WorkDirLocked, match=f'{tmp_path} is in use by a running trial '
+                           rf'\(process {os.getpid()} on '):
+            with _trial_lock(tmp_path, 0.5):
+                pass
+    with _trial_lock(tmp_path, 0.0):  # released with the block
+        pass
+
+
+def test_a_killed_trial_leaves_no_lock_behind(tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, '-c', 'import sys, time; from pathlib import Path; '
+         'from harness.trial import _trial_lock\n'
+         'with _trial_lock(Path(sys.argv[1]), 0.0):\n'
+         '    print("held", flush=True); time.sleep(600)', str(tmp_path)],
+        cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == 'held'
+        from harness.trial import WorkDirLocked, _trial_lock
+        with pytest.raises(WorkDirLocked, match=f'process {holder.pid} on '):
+            with _trial_lock(tmp_path, 0.0):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with _trial_lock(tmp_path, 0.0):
+        pass
+
+
 def ids_in(path: Union[str, Path]) -> List[str]:
     return Path(path).read_text().split()
 
@@ -170,6 +266,16 @@ def test_trial_end_to_end_then_reuse(tiny_dataset, tmp_path, capsys):
     assert other['stage1_reused'] and other['time/stage1_s'] == 0
     assert other['pseudo/mIoU'] == result['pseudo/mIoU']
     assert other['stage1_config'] == result['stage1_config']
+
+    # a split file's trial records the fraction of the ids it lists, and the file
+    listed = tmp_path / 'five.txt'
+    train_ids = ids_in(tiny_dataset / 'ImageSets' / 'Segmentation' / 'train.txt')
+    listed.write_text(''.join(f'{i}\n' for i in train_ids[:5]))
+    from_file = run_trial(short_spec(tiny_dataset, split_file=str(listed), saliency_threshold=0.4),
+                          tmp_path / 'c', stage1_cache)
+    assert from_file['stage1_reused'] and from_file['labelled_fraction'] == 5 / 12
+    assert from_file['split_file_source'] == str(listed) and result['split_file_source'] is None
+    assert sorted(Path(from_file['split_file']).read_text().split()) == sorted(train_ids[:5])
 
     # a finished trial is not run again: its result is read back
     mtime = (tmp_path / 'a' / 'result.json').stat().st_mtime
@@ -289,3 +395,66 @@ def test_a_finished_stage_leaves_no_dataloader_workers(tiny_dataset, tmp_path):
         gc.enable()
     assert 'stage1/mIoU' in metrics
     assert not left, f'dataloader workers alive after the stage: {left}'
+
+
+@pytest.mark.slow
+def test_two_trials_started_on_one_folder_one_trains_the_other_is_refused(tiny_dataset,
+                                                                          tmp_path):
+    held_at_4 = write_stage_config(
+        tmp_path / 'stage2_held_at_4.py', PROJECT_ROOT / TrialSpec.stage2_config,
+        dict(type='WaitForFile', iteration=4, record=str(tmp_path / 'holding.json'),
+             release=str(tmp_path / 'release')))
+    work_dir = tmp_path / 'trial'
+    values = {**SHORT, 'task': 'wsss', 'stage2_config': str(held_at_4)}
+    command = [sys.executable, '-m', 'harness.trial', f'--work-dir={work_dir}',
+               f'--set=data_root={tiny_dataset}', *[f'--set={k}={v}' for k, v in values.items()]]
+    both = [subprocess.Popen(command, cwd=PROJECT_ROOT, env=dict(os.environ,
+                                                                 PYTHONPATH=python_path()),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    try:
+        # One trains to stage-2 iteration 4 and waits there; the other must have ended by then
+        # or soon after (without the lock both would train, and both wait at iteration 4).
+        deadline = time.monotonic() + 600
+        while not (tmp_path / 'holding.json').exists() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        deadline = time.monotonic() + 120
+        while all(p.poll() is None for p in both) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        ended = [p for p in both if p.poll() is not None]
+    finally:
+        (tmp_path / 'release').touch()
+        outputs = [p.communicate(timeout=600) for p in both]
+    assert len(ended) == 1 and ended[0].returncode == 2
+    refusal = outputs[both.index(ended[0])][1].strip().splitlines()[-1]
+    assert refusal.startswith(f'error: {work_dir} is in use by a running trial (process '), refusal
+    winner = both[1 - both.index(ended[0])]
+    assert winner.returncode == 0, outputs[both.index(winner)][1][-3000:]
+    assert len(list((work_dir / 'stage2').glob('*/*.log'))) == 1
+    assert json.loads(outputs[both.index(winner)][0].strip().splitlines()[-1]) == \
+        json.loads((work_dir / 'result.json').read_text())
+
+
+@pytest.mark.slow
+def test_resume_passes_over_a_damaged_checkpoint(tiny_dataset, tmp_path, request):
+    """A stage whose newest checkpoint is damaged resumes from the one before, and says so."""
+    from harness.trial import _run_stage, _stage2_training_config
+
+    spec = short_spec(tiny_dataset, labelled_fraction=1).with_overrides(
+        {'stage2.default_hooks.checkpoint.max_keep_ckpts': 2}).resolved()
+
+    def stage2() -> Config:  # every id labelled: no stage 1 needed
+        return _stage2_training_config(spec, tmp_path / 'trial', tmp_path / 'no_stage1')
+
+    _run_stage(stage2(), 'val', None)
+    stage_dir = tmp_path / 'trial' / 'stage2'
+    damaged = stage_dir / 'iter_8.pth'
+    assert (stage_dir / 'last_checkpoint').read_text() == str(damaged)
+    damaged.write_bytes(damaged.read_bytes()[:4096])  # cut short
+    messages = request.getfixturevalue('mmengine_messages')  # the first run's logger
+    metrics = _run_stage(stage2(), 'val', None)
+    assert any(f'damaged checkpoint(s) {damaged}' in message for message in messages)
+    logs = sorted(stage_dir.glob('*/*.log'))
+    assert len(logs) == 2 and 'resumed epoch: 0, iter: 4' in logs[-1].read_text()
+    assert 'val/mIoU' in metrics
+    assert torch.load(damaged, weights_only=False)['meta']['iter'] == 8  # whole again

@@ -87,6 +87,30 @@ TRIAL_CASES = [
     (['stage1.model.loss_sal.type=1'], 'so the value must be a string'),
     (['stage1.model.loss_sal.threshold=0.3'],
      'stage1.model.loss_sal.threshold is the trial\'s saliency_threshold'),
+    # values out of range, refused before stage 1 trains
+    (['stage1.train_cfg.max_iters=0'],
+     'stage1.train_cfg.max_iters is 0, out of range: it must be an integer >= 1'),
+    (['stage2.train_dataloader.batch_size=0'],
+     'stage2.train_dataloader.batch_size is 0, out of range: it must be an integer >= 1'),
+    (['stage2.optim_wrapper.optimizer.lr=-0.01'],
+     'stage2.optim_wrapper.optimizer.lr is -0.01, out of range: it must be a number > 0'),
+    (['stage1.optim_wrapper.optimizer.lr=0'],
+     'stage1.optim_wrapper.optimizer.lr is 0, out of range: it must be a number > 0'),
+    (['stage1.train_dataloader.num_workers=-1'],
+     'stage1.train_dataloader.num_workers is -1, out of range: it must be an integer >= 0'),
+    (['stage2.train_cfg.val_interval=0'],
+     'stage2.train_cfg.val_interval is 0, out of range: it must be an integer >= 1'),
+    (['stage1.default_hooks.checkpoint.interval=0'],
+     'stage1.default_hooks.checkpoint.interval is 0, out of range: it must be an integer >= 1, '
+     'or -1 (no checkpoints)'),
+    (['stage2.default_hooks.logger.interval=-5'],
+     'stage2.default_hooks.logger.interval is -5, out of range: it must be an integer >= 1'),
+    (['stage2.param_scheduler.0.begin=700'],
+     'stage2.param_scheduler.0.end is 600, out of range: it must be greater than '
+     'param_scheduler.0.begin (700)'),
+    (['stage1.optim_wrapper.optimizer.weight_decay=-0.1'],
+     'stage1.optim_wrapper.optimizer.weight_decay is -0.1, out of range: it must be a number '
+     '>= 0'),
     # settings the trial would ignore
     (['task=wsss', 'fraction=1/8'], 'labelled_fraction is set, but task is wsss'),
     ([f'stage1_config={EPS_STAGE1}', 'threshold=0.3'],
@@ -122,6 +146,14 @@ def test_trial_refuses_a_missing_or_foreign_split_file(trial_args, tmp_path, cap
     unknown = refused(trial_cli.main, trial_args(
         f'split_file={split_file(tmp_path, "shapes_000000", "not_an_id")}'), capsys)
     assert "names 1 ids that are not in the training set, e.g. ['not_an_id']" in unknown
+    assert not (tmp_path / 'trial').exists()
+
+
+def test_trial_refuses_an_empty_split_file(trial_args, tmp_path, capsys):
+    empty = tmp_path / 'labeled.txt'
+    empty.write_text('\n  \n')  # blank lines only: no id
+    error = refused(trial_cli.main, trial_args(f'split_file={empty}'), capsys)
+    assert f'split file {empty} lists no ids' in error
     assert not (tmp_path / 'trial').exists()
 
 

@@ -55,9 +55,15 @@ def split_by_fraction(ids: Sequence[str], fraction: float,
 def split_from_file(ids: Sequence[str], split_file: Union[str, Path]) -> Tuple[List[str], List[str]]:
     """``(labelled, unlabelled)`` where the labelled ids are those listed in ``split_file``.
 
-    Raises ``ValueError`` listing (a few of) the ids of the file that are not in ``ids``.
+    Raises ``ValueError`` for a file that lists no id (a trial of it would have no labelled
+    image, which is WSSS: say ``task: wsss`` for that), or listing (a few of) the ids of the file
+    that are not in ``ids``.
     """
     labelled = read_ids(split_file)
+    if not labelled:
+        raise ValueError(f'split file {split_file} lists no ids: it must name the labelled '
+                         'training ids, one per line (for a trial without labelled ids, set '
+                         'task wsss instead)')
     unknown = sorted(set(labelled) - set(ids))
     if unknown:
         raise ValueError(f'split file {split_file} names {len(unknown)} ids that are not in the '

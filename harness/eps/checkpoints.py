@@ -1,44 +1,184 @@
-"""MMEngine checkpoints that survive a killed process and load under torch >= 2.6."""
+"""MMEngine checkpoints that are written whole, survive a killed process, fall back past a
+damaged file, and load under torch >= 2.6."""
+import errno
+import logging
 import os
+import re
+import shutil
 from contextlib import contextmanager
-from typing import Iterator, List, Optional
+from pathlib import Path
+from typing import Iterator, List, Optional, Union
 
+import torch
 from mmengine.dist import is_main_process
+from mmengine.fileio import LocalBackend, register_backend
 from mmengine.hooks import CheckpointHook
+from mmengine.logging import print_log
 
 from mmseg.registry import HOOKS
+
+WHOLE_FILE_BACKEND = 'local_whole_files'
+PARTIAL_MARK = '.partial-'
+CHECKPOINT_NAME = re.compile(r'^(?:iter|epoch)_(\d+)\.pth$')
+
+
+class DiskFullError(OSError):
+    """No room for a file on its disk; the message (one line) names the folder, the space the
+    file needs and the space there is. The file's previous version, if any, is kept."""
+
+
+class DamagedCheckpointError(RuntimeError):
+    """A stage's checkpoints are all damaged; the message (one line) names them."""
+
+
+def write_whole(path: Union[str, Path], data: bytes) -> None:
+    """Writes ``data`` to ``path`` whole or not at all: into ``.<name>.partial-<pid>`` next to
+    it, flushed to disk, then renamed over ``path``. A full disk or a killed process leaves the
+    previous ``path`` (or none), never a partial one.
+
+    Raises:
+        DiskFullError: the disk (or the user's quota) is full.
+    """
+    path = Path(path)
+    partial = path.with_name(f'.{path.name}{PARTIAL_MARK}{os.getpid()}')
+    try:
+        with open(partial, 'wb') as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(partial, path)
+    except BaseException as error:
+        partial.unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            full = DiskFullError(
+                f'no space left in {path.parent} for {path.name}: it needs {_mib(len(data))}, '
+                f'{_mib(shutil.disk_usage(path.parent).free)} free; make room there or choose '
+                'another folder (the files already there are kept)')
+            full.errno = error.errno
+            raise full from error
+        raise
+
+
+def _mib(size: int) -> str:
+    return f'{size / 2**20:.1f} MiB'
+
+
+@register_backend(WHOLE_FILE_BACKEND)
+class WholeFileBackend(LocalBackend):
+    """MMEngine's local file backend whose writes are :func:`write_whole`."""
+
+    def put(self, obj: bytes, filepath: Union[str, Path]) -> None:
+        Path(filepath).parent.mkdir(parents=True, exist_ok=True)
+        write_whole(filepath, obj)
+
+    def put_text(self, obj: str, filepath: Union[str, Path], encoding: str = 'utf-8') -> None:
+        self.put(obj.encode(encoding), filepath)
 
 
 @HOOKS.register_module()
 class CrashSafeCheckpointHook(CheckpointHook):
-    """MMEngine's ``CheckpointHook`` that deletes old checkpoints only after the new one is saved.
+    """MMEngine's ``CheckpointHook`` whose checkpoints are written whole and whose old
+    checkpoints are deleted only after the new one is saved.
 
-    With ``max_keep_ckpts`` set, MMEngine 0.10 deletes the oldest kept checkpoint *before* it
-    writes the new one and ``last_checkpoint``: a worker killed in between (a preempted node, a
-    Ray Train restart) leaves ``last_checkpoint`` naming a deleted file, and the run can no longer
-    resume. Here the new checkpoint and ``last_checkpoint`` are written first; the checkpoints
-    beyond ``max_keep_ckpts`` are deleted afterwards. Arguments are those of ``CheckpointHook``.
+    - A local checkpoint (and ``last_checkpoint``) is written by :func:`write_whole`: a full
+      disk or a killed process leaves the previous checkpoints and no partial file under a
+      checkpoint's name; a full disk is a :class:`DiskFullError` naming the folder and the
+      space needed. Partial files that a killed process left are removed when training starts.
+    - With ``max_keep_ckpts`` set, MMEngine 0.10 deletes the oldest kept checkpoint *before* it
+      writes the new one and ``last_checkpoint``: a worker killed in between (a preempted node,
+      a Ray Train restart) leaves ``last_checkpoint`` naming a deleted file, and the run can no
+      longer resume. Here the new checkpoint and ``last_checkpoint`` are written first; the
+      checkpoints beyond ``max_keep_ckpts`` are deleted afterwards.
+
+    Arguments are those of ``CheckpointHook``; without ``backend_args`` (and a local
+    ``out_dir``) the checkpoints go through :class:`WholeFileBackend`.
     """
 
+    def __init__(self, *args, **kwargs) -> None:
+        out_dir = kwargs.get('out_dir')
+        if (kwargs.get('backend_args') is None and kwargs.get('file_client_args') is None
+                and (out_dir is None or '://' not in str(out_dir))):
+            kwargs['backend_args'] = dict(backend=WHOLE_FILE_BACKEND)
+        super().__init__(*args, **kwargs)
+
+    def before_train(self, runner) -> None:
+        super().before_train(runner)
+        if is_main_process() and isinstance(self.file_backend, WholeFileBackend):
+            for folder in {Path(self.out_dir), Path(runner.work_dir)}:
+                for partial in folder.glob(f'.*{PARTIAL_MARK}*'):
+                    partial.unlink(missing_ok=True)
+
     def _save_checkpoint_with_step(self, runner, step: int, meta: Optional[dict]) -> None:
-        if self.max_keep_ckpts <= 0 or (self.keep_ckpt_ids and self.keep_ckpt_ids[-1] == step):
-            super()._save_checkpoint_with_step(runner, step, meta)
+        stale: List[int] = []
+        if self.max_keep_ckpts > 0 and not (self.keep_ckpt_ids
+                                            and self.keep_ckpt_ids[-1] == step):
+            excess = len(self.keep_ckpt_ids) + 1 - self.max_keep_ckpts
+            stale = list(self.keep_ckpt_ids)[:max(excess, 0)]
+            self.keep_ckpt_ids.append(step)  # a deque of maxlen max_keep_ckpts drops stale ids
+            runner.message_hub.update_info('keep_ckpt_ids', list(self.keep_ckpt_ids))
+        filename = self.filename_tmpl.format(step)
+        self.last_ckpt = self.file_backend.join_path(self.out_dir, filename)
+        runner.message_hub.update_info('last_ckpt', self.last_ckpt)
+        runner.save_checkpoint(
+            self.out_dir, filename, self.file_client_args, save_optimizer=self.save_optimizer,
+            save_param_scheduler=self.save_param_scheduler, meta=meta, by_epoch=self.by_epoch,
+            backend_args=self.backend_args, **self.args)
+        if not is_main_process():
             return
-        excess = len(self.keep_ckpt_ids) + 1 - self.max_keep_ckpts
-        stale: List[int] = list(self.keep_ckpt_ids)[:max(excess, 0)]
-        self.keep_ckpt_ids.append(step)  # a deque of maxlen max_keep_ckpts drops the stale ids
-        runner.message_hub.update_info('keep_ckpt_ids', list(self.keep_ckpt_ids))
-        keep, self.max_keep_ckpts = self.max_keep_ckpts, -1  # the parent saves, deletes nothing
-        try:
-            super()._save_checkpoint_with_step(runner, step, meta)
-        finally:
-            self.max_keep_ckpts = keep
-        if is_main_process():
-            for old_step in stale:
-                path = self.file_backend.join_path(self.out_dir,
-                                                   self.filename_tmpl.format(old_step))
-                if self.file_backend.isfile(path):
-                    self.file_backend.remove(path)
+        write_whole(Path(runner.work_dir) / 'last_checkpoint', str(self.last_ckpt).encode())
+        for old_step in stale:
+            path = self.file_backend.join_path(self.out_dir, self.filename_tmpl.format(old_step))
+            if self.file_backend.isfile(path):
+                self.file_backend.remove(path)
+
+
+def resumable_checkpoint(work_dir: Union[str, Path]) -> Optional[str]:
+    """The checkpoint a run in ``work_dir`` resumes from: the one ``last_checkpoint`` names if
+    it loads, else the newest ``iter_*.pth`` / ``epoch_*.pth`` there that loads (each damaged
+    one is named in a warning). None when there is no checkpoint.
+
+    Each candidate is loaded once to check it (on the CPU, unpickling in full: use it only on
+    checkpoints you trust, such as a trial's own).
+
+    Raises:
+        DamagedCheckpointError: there are checkpoints, and none loads.
+    """
+    work_dir = Path(work_dir)
+    candidates: List[Path] = []
+    record = work_dir / 'last_checkpoint'
+    if record.is_file() and record.read_text().strip():
+        candidates.append(Path(record.read_text().strip()))
+    steps = {path: int(CHECKPOINT_NAME.match(path.name).group(1))
+             for path in work_dir.glob('*.pth') if CHECKPOINT_NAME.match(path.name)}
+    candidates += [path for path in sorted(steps, key=steps.get, reverse=True)
+                   if path not in candidates]
+    damaged: List[str] = []
+    for path in candidates:
+        reason = _load_failure(path)
+        if reason is None:
+            if damaged:
+                print_log(f'damaged checkpoint(s) {"; ".join(damaged)}: resuming from {path}',
+                          logger='current', level=logging.WARNING)
+            return str(path)
+        damaged.append(f'{path} ({reason})')
+    if damaged:
+        raise DamagedCheckpointError(
+            f'no checkpoint in {work_dir} can be loaded: {"; ".join(damaged)}; remove them '
+            f'and {record.name} to train this stage from its start')
+    return None
+
+
+def _load_failure(path: Path) -> Optional[str]:
+    """None if the checkpoint at ``path`` loads, else why not (one line)."""
+    if not path.is_file():
+        return 'missing'
+    try:
+        checkpoint = torch.load(path, map_location='cpu', weights_only=False)
+    except Exception as error:  # torch raises RuntimeError, EOFError, UnpicklingError, ...
+        return f'{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ""}'
+    if not isinstance(checkpoint, dict) or 'state_dict' not in checkpoint:
+        return 'not an MMEngine checkpoint (no state_dict)'
+    return None
 
 
 @contextmanager

@@ -8,6 +8,7 @@ from mmengine.runner import Runner
 
 from mmseg.registry import HOOKS
 from harness import strict_json
+from .checkpoints import write_whole
 from .pseudo_masks import generate_pseudo_masks
 
 
@@ -44,5 +45,5 @@ class PAMRHook(Hook):
             runner.visualizer.add_scalars(
                 {key: value for key, value in metrics.items() if math.isfinite(value)},
                 step=runner.iter)
-            out_dir.with_name(out_dir.name + '_metrics.json').write_text(
-                strict_json.dumps(metrics))
+            write_whole(out_dir.with_name(out_dir.name + '_metrics.json'),
+                        strict_json.dumps(metrics).encode())

@@ -1,10 +1,13 @@
+import builtins
+import errno
 import os
 
 import pytest
 import torch
 from mmengine.logging import HistoryBuffer
 
-from harness.eps.checkpoints import trusted_checkpoint_loading
+from harness.eps.checkpoints import (DamagedCheckpointError, DiskFullError, resumable_checkpoint,
+                                     trusted_checkpoint_loading, write_whole)
 
 
 def test_mmengine_checkpoint_contents_load_inside_the_context_only(tmp_path):
@@ -48,6 +51,7 @@ def _train_toy_model(work_dir, hook_type: str, fail_at_iter: int = 0, max_iters:
 
     runner = Runner(
         model=ToyModel(), work_dir=str(work_dir), default_scope='mmseg',
+        experiment_name=str(work_dir),  # not the second it starts in: a logger of its own
         train_dataloader=dict(dataset=[dict(inputs=torch.ones(2))] * 8, batch_size=2,
                               sampler=dict(type='DefaultSampler', shuffle=False),
                               collate_fn=dict(type='default_collate')),
@@ -84,3 +88,89 @@ def test_crash_safe_hook_keeps_max_keep_ckpts(tmp_path, max_iters, max_keep_ckpt
                      max_keep_ckpts=max_keep_ckpts)
     assert sorted(p.name for p in tmp_path.glob('*.pth')) == [f'iter_{i}.pth' for i in kept]
     assert (tmp_path / 'last_checkpoint').read_text().endswith(f'iter_{max_iters}.pth')
+
+
+class _FullDiskFile:
+    """A file on a disk that fills up during the write: half the bytes land, then ENOSPC."""
+
+    def __init__(self, handle):
+        self.handle = handle
+
+    def write(self, data):
+        self.handle.write(data[:len(data) // 2])
+        self.handle.flush()
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def __getattr__(self, name):
+        return getattr(self.handle, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.handle.close()
+
+
+@pytest.fixture
+def disk_full_for(monkeypatch):
+    """``disk_full_for(name)``: from now on, every file opened for writing whose path contains
+    ``name`` runs out of space halfway through its first write."""
+    real_open = builtins.open
+
+    def arm(name):
+        def open_on_a_full_disk(file, mode='r', *args, **kwargs):
+            handle = real_open(file, mode, *args, **kwargs)
+            return _FullDiskFile(handle) if 'w' in mode and name in str(file) else handle
+
+        monkeypatch.setattr(builtins, 'open', open_on_a_full_disk)
+    return arm
+
+
+def test_a_full_disk_keeps_the_previous_checkpoint_and_leaves_no_partial_one(tmp_path,
+                                                                           disk_full_for):
+    (tmp_path / '.iter_9.pth.partial-4242').write_bytes(b'left by a killed process')
+    disk_full_for('iter_3.pth')
+    with pytest.raises(DiskFullError) as raised:
+        _train_toy_model(tmp_path, 'CrashSafeCheckpointHook', max_iters=3)
+    message = str(raised.value)
+    assert len(message.splitlines()) == 1 and str(tmp_path) in message
+    assert 'iter_3.pth' in message and 'MiB' in message and 'needs' in message
+    assert sorted(path.name for path in tmp_path.iterdir() if path.suffix == '.pth' or
+                  path.name.startswith('.')) == ['iter_2.pth']
+    assert (tmp_path / 'last_checkpoint').read_text().endswith('iter_2.pth')
+    assert torch.load(tmp_path / 'iter_2.pth', weights_only=False)['meta']['iter'] == 2
+
+
+def test_a_result_file_on_a_full_disk_keeps_its_previous_version(tmp_path, disk_full_for):
+    result = tmp_path / 'result.json'
+    write_whole(result, b'{"val/mIoU": 40.0}')
+    disk_full_for('result.json')
+    with pytest.raises(DiskFullError, match=f'no space left in {tmp_path} for result.json: it '
+                       r'needs 0\.0 MiB'):
+        write_whole(result, b'{"val/mIoU": 41.0}')
+    assert result.read_bytes() == b'{"val/mIoU": 40.0}'
+    assert [path.name for path in tmp_path.iterdir()] == ['result.json']
+
+
+def test_resume_passes_over_a_damaged_checkpoint_to_the_previous_good_one(tmp_path,
+                                                                          request):
+    _train_toy_model(tmp_path, 'CrashSafeCheckpointHook', max_iters=3, max_keep_ckpts=3)
+    assert resumable_checkpoint(tmp_path) == str(tmp_path / 'iter_3.pth')
+    damaged = tmp_path / 'iter_3.pth'
+    damaged.write_bytes(damaged.read_bytes()[:1000])  # cut short, as a full disk once did
+    messages = request.getfixturevalue('mmengine_messages')  # the runner's logger
+    assert resumable_checkpoint(tmp_path) == str(tmp_path / 'iter_2.pth')
+    assert any(message.startswith(f'damaged checkpoint(s) {damaged} (') and
+               message.endswith(f'resuming from {tmp_path / "iter_2.pth"}')
+               for message in messages), messages
+    for path in tmp_path.glob('iter_*.pth'):
+        path.write_bytes(b'')
+    with pytest.raises(DamagedCheckpointError, match=f'no checkpoint in {tmp_path} can be '
+                       f'loaded: {damaged} .*iter_2.pth .*iter_1.pth'):
+        resumable_checkpoint(tmp_path)
+
+
+def test_no_checkpoint_is_no_resume(tmp_path):
+    assert resumable_checkpoint(tmp_path) is None
+    (tmp_path / 'last_checkpoint').write_text('')  # cut short before its text
+    assert resumable_checkpoint(tmp_path) is None
