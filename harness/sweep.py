@@ -32,8 +32,10 @@ Everything lives under ``<storage_path>/<name>/`` (shared storage on a multi-nod
 """
 import argparse
 import json
+import logging
 import math
 import os
+import shlex
 import signal
 import socket
 import sys
@@ -487,6 +489,7 @@ def run_sweep(sweep: SweepConfig, resume: bool = False,
                                       callbacks=[trial_events(sweep)],
                                       progress_reporter=status_table(sweep),
                                       verbose=2 if verbose else 1))
+    logging.getLogger('ray.tune.tune').addFilter(_without_restore_hint)
     try:
         tuner.fit()
     except KeyboardInterrupt:
@@ -506,6 +509,12 @@ def run_sweep(sweep: SweepConfig, resume: bool = False,
     set_sweep_status(target, 'KILLED' if 'INTERRUPTED' in ended_as else
                      'FAILED' if 'FAILED' in ended_as else 'FINISHED')
     return {trial_id: status for trial_id, (status, _) in statuses.items()}
+
+
+def _without_restore_hint(record: logging.LogRecord) -> bool:
+    """A logging filter: drops Tune's "Resume experiment with: Tuner.restore(...)" hint after
+    an interrupted sweep (the sweep prints its own ``--resume`` command)."""
+    return 'Tuner.restore(' not in record.getMessage()
 
 
 def trial_statuses(sweep: SweepConfig) -> Dict[str, Tuple[str, Dict[str, Any]]]:
@@ -546,7 +555,7 @@ def print_outcome(sweep: SweepConfig, statuses: Dict[str, Tuple[str, Dict[str, A
           + (f', {count["INTERRUPTED"]} interrupted' if count['INTERRUPTED'] else '') + '.')
     for trial_id, (status, last) in sorted(statuses.items()):
         print(f'  {trial_id}: {status}: {_trial_detail(sweep, trial_id, status, last)}')
-    again = f'python -m harness.sweep {sweep.source} --resume --storage-path {sweep.storage_path}'
+    again = resume_command(sweep)
     if count['INTERRUPTED']:
         interrupted = [t for t, (s, _) in sorted(statuses.items()) if s == 'INTERRUPTED']
         print(f'Interrupted: {", ".join(interrupted)} did not finish; their figures are not '
@@ -556,6 +565,14 @@ def print_outcome(sweep: SweepConfig, statuses: Dict[str, Tuple[str, Dict[str, A
     elif count['FAILED']:
         print(f'Fix what made them fail (their logs say), then `{again}` runs the failed trials '
               'again; finished trials are kept.')
+
+
+def resume_command(sweep: SweepConfig) -> str:
+    """The command line that continues ``sweep`` (its file, storage path and Ray address)."""
+    words = ['python', '-m', 'harness.sweep', sweep.source, '--resume',
+             '--storage-path', sweep.storage_path]
+    words += ['--address', sweep.ray.address] if sweep.ray.address else []
+    return shlex.join(words)
 
 
 def _trial_detail(sweep: SweepConfig, trial_id: str, status: str, last: Dict[str, Any]) -> str:
