@@ -317,10 +317,10 @@ def report(name: str, tracking_uri: str, out_path: Optional[Path] = None,
         print(strict_json.dumps(summary, indent=2))
     else:
         finished = len(trials) - sum(others.values())
-        print(format_table(cells, f'{sweep_name}: val mIoU (%) mean +- std over seeds, '
-                                  f'{finished} finished trial(s)'
-                                  f'{" and the others, marked *" if show_all else ""}, '
-                                  f'parent run {parent.info.run_id} ({parent.info.status})'))
+        title = (f'{sweep_name}: val mIoU (%) mean +- std over seeds, {finished} finished '
+                 f'trial(s){" and the others, marked *" if show_all else ""}, parent run '
+                 f'{parent.info.run_id} ({parent.info.status})')
+        print(format_table(cells, title) if cells else f'{title}: no trial to table')
         if ird:
             print('\n' + format_ird_table(ird))
         if others:

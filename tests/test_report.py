@@ -272,9 +272,10 @@ def test_only_finished_trials_are_tabled_and_the_others_are_counted_and_listed(
     assert '1/4      | 55.00 +- 7.07 (n=2)' in printed and '14.87' in printed
     assert '2 finished trial(s)' in printed
     assert '  1 INTERRUPTED: interrupted: `harness.sweep ... --resume` continues it' in printed
-    listed = [line.split(' | ')[:2] for line in printed.splitlines() if ' | ' in line]
-    assert [row for row in listed if row[0].strip() in statuses] == [
-        ['failed     ', 'FAILED     '], ['interrupted', 'INTERRUPTED'], ['running    ', 'RUNNING    ']]
+    listed = [[cell.strip() for cell in line.split(' | ')[:2]] for line in printed.splitlines()
+              if line.split(' | ')[0].strip() in statuses]
+    assert listed == [['failed', 'FAILED'], ['interrupted', 'INTERRUPTED'],
+                      ['running', 'RUNNING']]
 
     report.main(['mixed', '--tracking-uri', tracking_uri, '--all', '--json',
                  '--out', str(tmp_path / 'all.png')])
