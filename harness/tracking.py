@@ -21,9 +21,9 @@ What a child run holds:
 
 Metrics are a time series: a resumed trial logs some steps twice and its final figures at a step
 that need not be the largest, so MLflow's latest value of a metric is not the trial's result. The
-final record is: a tag holds one value, written when the trial has finished, from the trial's
-``result.json``. The report reads it for all of a sweep's runs in one ``search_runs`` query (the
-artifact, one download per run, would take seconds per hundred runs).
+final record is no series: a tag holds one value, written once the trial has finished, from the
+trial's ``result.json``. The report reads it for all of a sweep's runs in one ``search_runs`` query
+instead of one artifact download per run.
 
 A run's status says where its trial stands: ``RUNNING``, ``FINISHED`` (with its final record),
 ``FAILED``, or ``KILLED`` with the tag :data:`STATUS_TAG` saying why: ``INTERRUPTED`` (the sweep was
