@@ -529,10 +529,16 @@ def trial_statuses(sweep: SweepConfig) -> Dict[str, Tuple[str, Dict[str, Any]]]:
     """
     from ray.tune import ExperimentAnalysis
 
+    # It also reads every trial's results, and warns for each trial that has none (not started).
+    analysis_log = logging.getLogger(ExperimentAnalysis.__module__)
+    level = analysis_log.level
+    analysis_log.setLevel(logging.ERROR)
     try:
         trials = ExperimentAnalysis(str(sweep.experiment_dir)).trials
     except ValueError:  # no experiment_state-*.json: stopped before Tune saved anything
         return {}
+    finally:
+        analysis_log.setLevel(level)
     return {trial.trial_id: (_status_of(trial.status, trial.last_result or {}),
                              trial.last_result or {}) for trial in trials}
 
