@@ -4,6 +4,13 @@
     python -m harness.report quickstart --json               # one object per trial, as JSON
     python -m harness.report ssss_fractions --tracking-uri http://mlflow:5000 --out fractions.png
 
+Only finished trials are tabled, each with its final record (the figures its ``result.json``
+holds, see :mod:`harness.tracking`), never the latest logged value of a metric. The others
+(RUNNING, INTERRUPTED, FAILED, STOPPED early by the scheduler) are counted under the tables,
+listed with their status, and tabled with ``--all``: their latest intermediate values, marked.
+
+    python -m harness.report quickstart --all                # also the trials not finished
+
 The table has a row per labelled fraction (``wsss`` for weakly supervised trials) and a column per
 saliency threshold; a cell is the val mIoU (percent) as mean +- standard deviation over the trials
 of that cell (seeds, samples). A second table gives, per threshold, how well IRD's dropped region
@@ -13,6 +20,7 @@ labelled fraction, one line per threshold (against the threshold when the sweep 
 fraction). The plot is also logged to the sweep's parent run.
 """
 import argparse
+import json
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -22,15 +30,30 @@ import numpy as np
 
 from harness import strict_json
 from harness.sweep_config import DEFAULT_STORAGE_PATH
-from harness.tracking import PARENT_TAG, ROLE_TAG, STAGE1_RUN_TAG, default_tracking_uri
+from harness.tracking import (PARENT_TAG, RECORD_TAG, ROLE_TAG, STAGE1_RUN_TAG, STATUS_TAG,
+                              default_tracking_uri)
 from harness.validation import InvalidSetting, check_folder_argument, check_tracking_uri
 
 METRIC = 'val/mIoU'
+FINISHED = 'FINISHED'
+# Why a trial that is not finished is left out of the tables, by its status.
+LEFT_OUT_BECAUSE = {
+    'RUNNING': 'still running: its figures are intermediate',
+    'INTERRUPTED': 'interrupted: `harness.sweep ... --resume` continues it',
+    'FAILED': 'failed: its log says why',
+    'STOPPED': 'stopped early by the scheduler: its figures are intermediate',
+    'NO_RECORD': 'finished without a final record (logged by an older harness)'}
 
 
 @dataclass(frozen=True)
 class TrialRecord:
-    """One finished trial as its child run holds it."""
+    """One trial as its child run holds it.
+
+    ``status`` is ``FINISHED`` (with its final record: ``metrics`` are the final figures),
+    ``RUNNING``, ``INTERRUPTED``, ``FAILED``, ``STOPPED`` (early, by the scheduler) or
+    ``NO_RECORD`` (a finished run without a final record); for all but ``FINISHED``, ``metrics``
+    are the latest logged values, intermediate ones.
+    """
 
     trial_id: str
     run_id: str
@@ -41,6 +64,7 @@ class TrialRecord:
     overrides: Dict[str, str]
     metrics: Dict[str, float]
     stage1_run: str = ''  # the stage-1 run folder the trial used ('' if not recorded)
+    status: str = FINISHED
 
 
 @dataclass(frozen=True)
@@ -52,10 +76,13 @@ class Cell:
     mean: float
     std: float
     count: int
+    not_finished: int = 0  # trials of the cell that are not finished (``--all`` only)
 
 
 def load_trials(name: str, tracking_uri: str) -> Tuple[Any, List[TrialRecord]]:
-    """The latest parent run of sweep / experiment ``name`` and its trials that have val mIoU.
+    """The latest parent run of sweep / experiment ``name`` and all its trials, each with its
+    status (:class:`TrialRecord`). One query reads every child run with its tags, final record
+    included.
 
     Raises:
         LookupError: naming the tracking URI and the sweeps it holds when none matches.
@@ -80,28 +107,52 @@ def load_trials(name: str, tracking_uri: str) -> Tuple[Any, List[TrialRecord]]:
     parent = parents[0]
     children = client.search_runs(
         [parent.info.experiment_id],
-        f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'", max_results=10000)
-    trials = [TrialRecord(
-        trial_id=run.data.tags.get('trial_id', ''), run_id=run.info.run_id,
-        task=run.data.tags.get('task', ''),
-        labelled_fraction=float(run.data.tags.get('labelled_fraction', 0.0)),
-        saliency_threshold=float(run.data.tags.get('saliency_threshold', 'nan')),
-        seed=int(run.data.tags.get('seed', 0)), overrides=dict(run.data.params),
-        metrics=dict(run.data.metrics), stage1_run=run.data.tags.get(STAGE1_RUN_TAG, ''))
-        for run in children if METRIC in run.data.metrics]
+        f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'", max_results=50000)
+    trials = []
+    for run in children:
+        tags = run.data.tags
+        status, metrics = trial_status(run.info.status, tags), dict(run.data.metrics)
+        if status == FINISHED:
+            metrics = {key: value for key, value in
+                       json.loads(tags[RECORD_TAG]).items() if value is not None}
+        trials.append(TrialRecord(
+            trial_id=tags.get('trial_id', ''), run_id=run.info.run_id, task=tags.get('task', ''),
+            labelled_fraction=float(tags.get('labelled_fraction', 0.0)),
+            saliency_threshold=float(tags.get('saliency_threshold', 'nan')),
+            seed=int(tags.get('seed', 0)), overrides=dict(run.data.params), metrics=metrics,
+            stage1_run=tags.get(STAGE1_RUN_TAG, ''), status=status))
     return parent, sorted(trials, key=lambda t: (t.labelled_fraction, t.saliency_threshold,
                                                  t.seed, t.trial_id))
 
 
+def trial_status(run_status: str, tags: Dict[str, str]) -> str:
+    """A trial's status from its child run's MLflow status and tags (see
+    :mod:`harness.tracking`): ``FINISHED`` needs the final record."""
+    if run_status == 'FINISHED':
+        return FINISHED if RECORD_TAG in tags else 'NO_RECORD'
+    if run_status == 'KILLED':
+        return tags.get(STATUS_TAG, 'INTERRUPTED')
+    return 'FAILED' if run_status == 'FAILED' else 'RUNNING'  # RUNNING, SCHEDULED
+
+
+def tabled(trials: Sequence[TrialRecord], show_all: bool = False) -> List[TrialRecord]:
+    """The trials the tables use: the finished ones; with ``show_all``, also the others that
+    have logged a val mIoU (intermediate)."""
+    return [t for t in trials if t.status == FINISHED or (show_all and METRIC in t.metrics)]
+
+
 def comparison_cells(trials: Sequence[TrialRecord]) -> List[Cell]:
     """Mean and standard deviation (ddof 1; 0 for one trial) of val mIoU per (fraction, threshold)."""
-    groups: Dict[Tuple[float, float], List[float]] = {}
+    groups: Dict[Tuple[float, float], List[TrialRecord]] = {}
     for trial in trials:
-        key = (trial.labelled_fraction, trial.saliency_threshold)
-        groups.setdefault(key, []).append(trial.metrics[METRIC])
-    return [Cell(fraction, threshold, float(np.mean(values)),
-                 float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, len(values))
-            for (fraction, threshold), values in sorted(groups.items())]
+        groups.setdefault((trial.labelled_fraction, trial.saliency_threshold), []).append(trial)
+    cells = []
+    for (fraction, threshold), group in sorted(groups.items()):
+        values = [trial.metrics[METRIC] for trial in group]
+        cells.append(Cell(fraction, threshold, float(np.mean(values)),
+                          float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, len(values),
+                          sum(1 for trial in group if trial.status != FINISHED)))
+    return cells
 
 
 def format_table(cells: Sequence[Cell], title: str) -> str:
@@ -111,9 +162,34 @@ def format_table(cells: Sequence[Cell], title: str) -> str:
     by_key = {(c.labelled_fraction, c.saliency_threshold): c for c in cells}
     header = ['fraction'] + [f'threshold {t:g}' for t in thresholds]
     rows = [[fraction_label(f)] + [
-        f'{by_key[f, t].mean:.2f} +- {by_key[f, t].std:.2f} (n={by_key[f, t].count})'
-        if (f, t) in by_key else '-' for t in thresholds] for f in fractions]
+        _cell_text(by_key[f, t]) if (f, t) in by_key else '-' for t in thresholds]
+        for f in fractions]
     return _render(title, header, rows)
+
+
+def _cell_text(cell: Cell) -> str:
+    """``mean +- std (n=count)``, with ``*k not finished`` when ``k`` of them are not."""
+    marked = f', *{cell.not_finished} not finished' if cell.not_finished else ''
+    return f'{cell.mean:.2f} +- {cell.std:.2f} (n={cell.count}{marked})'
+
+
+def format_trials(trials: Sequence[TrialRecord], title: str) -> str:
+    """A row per trial: id, status, fraction, threshold, seed and val mIoU (final for a
+    finished trial, else the latest logged, marked ``*``)."""
+    rows = [[t.trial_id, t.status, fraction_label(t.labelled_fraction),
+             f'{t.saliency_threshold:g}', str(t.seed),
+             '-' if METRIC not in t.metrics else
+             f'{t.metrics[METRIC]:.2f}{"" if t.status == FINISHED else " *"}'] for t in trials]
+    return _render(title, ['trial', 'status', 'fraction', 'threshold', 'seed', 'val mIoU'], rows)
+
+
+def left_out(trials: Sequence[TrialRecord]) -> Dict[str, int]:
+    """How many trials of each status other than ``FINISHED`` there are."""
+    counts: Dict[str, int] = {}
+    for trial in trials:
+        if trial.status != FINISHED:
+            counts[trial.status] = counts.get(trial.status, 0) + 1
+    return counts
 
 
 def ird_rows(trials: Sequence[TrialRecord]) -> List[Dict[str, Any]]:
@@ -125,13 +201,17 @@ def ird_rows(trials: Sequence[TrialRecord]) -> List[Dict[str, Any]]:
     """
     rows = []
     for threshold in sorted({t.saliency_threshold for t in trials}):
-        runs = {t.stage1_run or f'seed {t.seed}': t.metrics for t in trials
-                if t.saliency_threshold == threshold and 'ird/precision' in t.metrics}
+        of_threshold = [t for t in trials
+                        if t.saliency_threshold == threshold and 'ird/precision' in t.metrics]
+        runs = {t.stage1_run or f'seed {t.seed}': t.metrics for t in of_threshold}
         if not runs:
             continue
         keys = sorted({key for metrics in runs.values() for key in metrics
                        if key.startswith('ird/')} | {'pseudo/mIoU'})
-        row: Dict[str, Any] = {'saliency_threshold': threshold, 'stage1_runs': len(runs)}
+        row: Dict[str, Any] = {'saliency_threshold': threshold, 'stage1_runs': len(runs),
+                               'not_finished': len({t.stage1_run or f'seed {t.seed}'
+                                                    for t in of_threshold
+                                                    if t.status != FINISHED})}
         for key in keys:
             values = [m[key] for m in runs.values() if m.get(key) is not None]
             row[key] = float(np.mean(values)) if values else None
@@ -146,7 +226,8 @@ def format_ird_table(rows: Sequence[Dict[str, Any]]) -> str:
         {key for row in rows for key in row if key.startswith('ird/share.')}) + sorted(
         {key for row in rows for key in row if key.startswith('ird/recall.')})
     header = ['threshold', 'runs'] + [c.replace('ird/', '') for c in columns]
-    body = [[f'{row["saliency_threshold"]:g}', str(row['stage1_runs'])] + [
+    body = [[f'{row["saliency_threshold"]:g}', str(row['stage1_runs']) + (
+        f' (*{row["not_finished"]} not finished)' if row.get('not_finished') else '')] + [
         '-' if row.get(c) is None else f'{row[c]:.2f}' for c in columns] for row in rows]
     return _render('IRD: how much of the dropped region N is a saliency error (precision), how '
                    'much of the errors it drops (recall), and where N lies (share, %)', header, body)
@@ -231,27 +312,49 @@ def fraction_label(fraction: float) -> str:
 
 
 def report(name: str, tracking_uri: str, out_path: Optional[Path] = None,
-           as_json: bool = False) -> Dict[str, Any]:
-    """Prints the table (or JSON), writes the plot and logs it to the parent run."""
+           as_json: bool = False, show_all: bool = False) -> Dict[str, Any]:
+    """Prints the tables (or JSON), writes the plot and logs it to the parent run.
+
+    The tables and the plot use the finished trials' final records; ``show_all`` adds the
+    others' latest (intermediate) values, marked. The trials that are not tabled are counted by
+    status and listed (every trial with ``show_all``).
+    """
     from mlflow import MlflowClient
 
     parent, trials = load_trials(name, tracking_uri)
-    cells = comparison_cells(trials)
+    used = tabled(trials, show_all)
+    cells = comparison_cells(used)
     sweep_name = parent.data.tags.get('sweep_name', name)
-    ird = ird_rows(trials)
+    ird = ird_rows(used)
+    others = left_out(trials)
     summary = {'sweep': sweep_name, 'parent_run_id': parent.info.run_id,
+               'parent_status': parent.info.status, 'all': show_all,
                'table': [asdict(c) for c in cells], 'ird': ird,
+               'left_out': {} if show_all else others,
                'trials': [asdict(t) for t in trials]}
     if as_json:
         print(strict_json.dumps(summary, indent=2))
     else:
-        print(format_table(cells, f'{sweep_name}: val mIoU (%) mean +- std over seeds, '
-                                  f'{len(trials)} trial(s), parent run {parent.info.run_id}'))
+        finished = len(trials) - sum(others.values())
+        title = (f'{sweep_name}: val mIoU (%) mean +- std over seeds, {finished} finished '
+                 f'trial(s){" and the others, marked *" if show_all else ""}, parent run '
+                 f'{parent.info.run_id} ({parent.info.status})')
+        print(format_table(cells, title) if cells else f'{title}: no trial to table')
         if ird:
             print('\n' + format_ird_table(ird))
+        if others:
+            print('\n' + ('Not finished (marked *: latest logged values, not results):'
+                          if show_all else 'Left out of the tables, not finished:'))
+            for status, count in sorted(others.items()):
+                print(f'  {count} {status}: {LEFT_OUT_BECAUSE.get(status, status)}')
+            listed = trials if show_all else [t for t in trials if t.status != FINISHED]
+            print('\n' + format_trials(listed, 'Trials' if show_all else
+                                       'Trials not finished (--all tables them, marked *)'))
     if cells:
         out_path = plot(cells, Path(out_path or f'{sweep_name}_miou.png'),
-                        f'{sweep_name}: val mIoU')
+                        f'{sweep_name}: val mIoU' + (' (* some not finished)'
+                                                     if any(c.not_finished for c in cells)
+                                                     else ''))
         MlflowClient(tracking_uri).log_artifact(parent.info.run_id, str(out_path))
         summary['plot'] = str(out_path)
         if not as_json:
@@ -267,13 +370,16 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                         '/mlflow.db, the default store of harness.sweep)')
     parser.add_argument('--json', action='store_true', help='print JSON instead of the table')
     parser.add_argument('--out', type=Path, help='plot file (default: <sweep>_miou.png)')
+    parser.add_argument('--all', action='store_true', dest='show_all',
+                        help='also table the trials that are not finished (running, '
+                        'interrupted, failed, stopped early) with their latest values, marked *')
     args = parser.parse_args(argv)
     tracking_uri = args.tracking_uri or default_tracking_uri(DEFAULT_STORAGE_PATH)
     try:
         if args.out is not None:
             check_plot_file(args.out, '--out')
         check_tracking_uri(tracking_uri, create=False, key='--tracking-uri')
-        return report(args.name, tracking_uri, args.out, args.json)
+        return report(args.name, tracking_uri, args.out, args.json, args.show_all)
     except (LookupError, InvalidSetting) as error:
         parser.exit(2, f'error: {error}\n')
 

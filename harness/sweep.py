@@ -13,7 +13,11 @@ behind. Then a Ray Tune ``Tuner`` runs :func:`tune_trial` per point of the searc
 Train's process group (gloo on CPU, NCCL on GPU), reporting each stage-2 validation to Tune and
 everything to MLflow.
 
-The console shows Tune's status table and one line per trial event (:class:`TrialEvents`); each
+The console shows Tune's status table and one line per trial event (:class:`TrialEvents`), and at
+the end every trial's status: FINISHED, FAILED, STOPPED (early, by the scheduler) or INTERRUPTED.
+Ctrl-C stops the sweep: Tune saves its state, the interrupted trials are named with the
+``--resume`` command that continues them, their MLflow runs are marked KILLED (the parent run too)
+and the exit status is 130; a second Ctrl-C skips Tune's saving. Each
 worker's output (MMEngine's config dumps, per-iteration logs, warnings, tracebacks) goes to
 ``trials/<trial id>/worker-<rank>.log`` instead (``--verbose`` sends it to the console too).
 
@@ -28,8 +32,11 @@ Everything lives under ``<storage_path>/<name>/`` (shared storage on a multi-nod
 """
 import argparse
 import json
+import logging
 import math
 import os
+import shlex
+import signal
 import socket
 import sys
 import tempfile
@@ -49,6 +56,7 @@ FINAL_RESULT_KEY = 'time/stage2_s'  # only the last report of a trial (run_trial
 # A restarted trial's new rank 0 waits this long for the old one's lock (a worker Ray is still
 # ending) before the trial fails as "in use".
 TRIAL_LOCK_WAIT_S = 60.0
+INTERRUPTED_EXIT_STATUS = 128 + signal.SIGINT  # as a shell reports a command ended by Ctrl-C
 
 
 def train_func(config: Dict[str, Any]) -> None:
@@ -96,6 +104,7 @@ def train_func(config: Dict[str, Any]) -> None:
                            report=report, lock_wait_s=TRIAL_LOCK_WAIT_S)
         if run is not None:
             run.log_result(result, work_dir)
+            run.log_final_record(result, work_dir / 'result.json')
     except BaseException:
         if run is not None:
             run.finish('FAILED')
@@ -263,9 +272,12 @@ class TrialEvents:
 
     def on_trial_complete(self, iteration: int, trials: List[Any], trial: Any,
                           **info: Any) -> None:
-        miou = (trial.last_result or {}).get(TUNE_METRIC)
+        last = trial.last_result or {}
+        miou = last.get(TUNE_METRIC)
         shown = f'{miou:.2f}' if isinstance(miou, (int, float)) else 'n/a'
-        print(f'[{trial.trial_id}] finished: val/mIoU {shown}; work dir '
+        event = ('finished' if FINAL_RESULT_KEY in last else
+                 f'stopped early by the scheduler at stage-2 iteration {last.get("val/iter")}')
+        print(f'[{trial.trial_id}] {event}: val/mIoU {shown}; work dir '
               f'{trial_dir(self.sweep, trial.trial_id)}', flush=True)
 
     def on_trial_error(self, iteration: int, trials: List[Any], trial: Any, **info: Any) -> None:
@@ -464,13 +476,19 @@ def max_concurrent_trials(sweep: SweepConfig, cluster_resources: Dict[str, float
     return max(fits, 1)
 
 
-def run_sweep(sweep: SweepConfig, resume: bool = False, verbose: bool = False) -> Any:
-    """Runs (or resumes) the sweep on the Ray that :func:`start_ray` reached; returns Tune's
-    ``ResultGrid``."""
+def run_sweep(sweep: SweepConfig, resume: bool = False,
+              verbose: bool = False) -> Dict[str, str]:
+    """Runs (or resumes) the sweep on the Ray that :func:`start_ray` reached; returns each
+    trial's status (:func:`trial_statuses`).
+
+    When it ends, finished or not (Ctrl-C), every trial is marked: its child run ``FINISHED``
+    (the trial did that), ``FAILED``, or ``KILLED`` (interrupted, or stopped early); the parent
+    run ``FINISHED`` only when every trial is, ``KILLED`` when some were interrupted.
+    """
     import ray
     from ray import tune
 
-    from harness.tracking import TrackingTarget, set_sweep_status
+    from harness.tracking import TrackingTarget, end_trial_runs, set_sweep_status
 
     # Tune's classic console (a status table a minute, see status_table) instead of its newer one,
     # which prints a table of every trial's config and results besides.
@@ -497,26 +515,121 @@ def run_sweep(sweep: SweepConfig, resume: bool = False, verbose: bool = False) -
                                       callbacks=[trial_events(sweep)],
                                       progress_reporter=status_table(sweep),
                                       verbose=2 if verbose else 1))
-    results = tuner.fit()
-    done, failed = results.num_terminated, results.num_errors
-    print(f'{done} of {len(results)} trial(s) finished, {failed} failed.')
-    if done + failed == len(results):
-        set_sweep_status(TrackingTarget(**tracking), 'FAILED' if failed else 'FINISHED')
-    for result in results:
-        if result.error is not None:
-            print(f'  {Path(result.path).name}: {failure_summary(sweep, Path(result.path).name)}')
-    again = f'python -m harness.sweep {sweep.source} --resume --storage-path {sweep.storage_path}'
-    if failed:
+    logging.getLogger('ray.tune.tune').addFilter(_without_restore_hint)
+    try:
+        tuner.fit()
+    except KeyboardInterrupt:
+        # A second Ctrl-C: Tune had given SIGINT back to Python, and its last saved state may be
+        # older than the trials; they end with the driver all the same.
+        print('Stopped without waiting for Tune to save the sweep: trials it had not saved as '
+              'finished count as interrupted.')
+    statuses = trial_statuses(sweep)
+    target = TrackingTarget(**tracking)
+    # No worker is left now: the child runs still RUNNING are of trials that did not finish.
+    ended = end_trial_runs(target, {trial_id: status for trial_id, (status, _) in
+                                    statuses.items()}, default='INTERRUPTED')
+    statuses.update({trial_id: ('INTERRUPTED', {}) for trial_id in ended
+                     if trial_id not in statuses})
+    print_outcome(sweep, statuses)
+    ended_as = {status for status, _ in statuses.values()}
+    set_sweep_status(target, 'KILLED' if 'INTERRUPTED' in ended_as else
+                     'FAILED' if 'FAILED' in ended_as else 'FINISHED')
+    return {trial_id: status for trial_id, (status, _) in statuses.items()}
+
+
+def _without_restore_hint(record: logging.LogRecord) -> bool:
+    """A logging filter: drops Tune's "Resume experiment with: Tuner.restore(...)" hint after
+    an interrupted sweep (the sweep prints its own ``--resume`` command)."""
+    return 'Tuner.restore(' not in record.getMessage()
+
+
+def trial_statuses(sweep: SweepConfig) -> Dict[str, Tuple[str, Dict[str, Any]]]:
+    """Each trial's status and last result in the state Ray Tune saved of the sweep, the state
+    ``--resume`` continues from: ``FINISHED`` (it reported its final result), ``FAILED``,
+    ``STOPPED`` (early, by the scheduler) or ``INTERRUPTED`` (``--resume`` runs it on).
+
+    Why the saved state and not what ``Tuner.fit`` returns: on Ctrl-C (SIGINT), Tune's own
+    handler ends its loop, saves the state with the running trials still ``RUNNING``, then stops
+    them, which marks them ``TERMINATED`` like finished ones, and ``fit`` returns normally (a
+    second Ctrl-C raises ``KeyboardInterrupt``). An empty mapping when Tune saved no state.
+    """
+    from ray.tune import ExperimentAnalysis
+
+    # It also reads every trial's results, and warns for each trial that has none (not started).
+    analysis_log = logging.getLogger(ExperimentAnalysis.__module__)
+    level = analysis_log.level
+    analysis_log.setLevel(logging.ERROR)
+    try:
+        trials = ExperimentAnalysis(str(sweep.experiment_dir)).trials
+    except ValueError:  # no experiment_state-*.json: stopped before Tune saved anything
+        return {}
+    finally:
+        analysis_log.setLevel(level)
+    return {trial.trial_id: (_status_of(trial.status, trial.last_result or {}),
+                             trial.last_result or {}) for trial in trials}
+
+
+def _status_of(tune_status: str, last_result: Dict[str, Any]) -> str:
+    if tune_status == 'ERROR':
+        return 'FAILED'
+    if tune_status == 'TERMINATED':
+        return 'FINISHED' if FINAL_RESULT_KEY in last_result else 'STOPPED'
+    return 'INTERRUPTED'  # PENDING, RUNNING, PAUSED
+
+
+def print_outcome(sweep: SweepConfig, statuses: Dict[str, Tuple[str, Dict[str, Any]]]) -> None:
+    """Prints how many trials finished, failed, stopped early or were interrupted, a line per
+    trial with its status, and what to do next (the exact ``--resume`` command)."""
+    count = {status: sum(1 for s, _ in statuses.values() if s == status)
+             for status in ('FINISHED', 'FAILED', 'STOPPED', 'INTERRUPTED')}
+    print(f'{count["FINISHED"]} of {len(statuses)} trial(s) finished, {count["FAILED"]} failed'
+          + (f', {count["STOPPED"]} stopped early by the scheduler' if count['STOPPED'] else '')
+          + (f', {count["INTERRUPTED"]} interrupted' if count['INTERRUPTED'] else '') + '.')
+    for trial_id, (status, last) in sorted(statuses.items()):
+        print(f'  {trial_id}: {status}: {_trial_detail(sweep, trial_id, status, last)}')
+    again = resume_command(sweep)
+    if count['INTERRUPTED']:
+        interrupted = [t for t, (s, _) in sorted(statuses.items()) if s == 'INTERRUPTED']
+        print(f'Interrupted: {", ".join(interrupted)} did not finish; their figures are not '
+              f'results. `{again}` continues them from their last checkpoints'
+              f'{" and runs the failed ones again" if count["FAILED"] else ""}; finished trials '
+              'are kept.')
+    elif count['FAILED']:
         print(f'Fix what made them fail (their logs say), then `{again}` runs the failed trials '
               'again; finished trials are kept.')
-    elif done < len(results):
-        print(f'Interrupted: `{again}` continues; finished trials are kept.')
-    return results
+
+
+def resume_command(sweep: SweepConfig) -> str:
+    """The command line that continues ``sweep`` (its file, storage path and Ray address)."""
+    words = ['python', '-m', 'harness.sweep', sweep.source, '--resume',
+             '--storage-path', sweep.storage_path]
+    words += ['--address', sweep.ray.address] if sweep.ray.address else []
+    return shlex.join(words)
+
+
+def _trial_detail(sweep: SweepConfig, trial_id: str, status: str, last: Dict[str, Any]) -> str:
+    work_dir = trial_dir(sweep, trial_id)
+    if status == 'FAILED':
+        return failure_summary(sweep, trial_id)
+    shown = (f'val/mIoU {last[TUNE_METRIC]:.2f}' if isinstance(last.get(TUNE_METRIC), (int, float))
+             else 'no val/mIoU')
+    if status == 'FINISHED':
+        return f'{shown}; work dir {work_dir}'
+    at = f' at stage-2 iteration {last["val/iter"]}' if 'val/iter' in last else ''
+    if status == 'STOPPED':
+        return f'{shown}{at} (not final); work dir {work_dir}'
+    if not work_dir.is_dir():
+        return 'not started'
+    stage = 'stage 2' if (work_dir / 'stage2_config.py').is_file() else 'stage 1'
+    last_validation = f'; last validation{at}: {shown} (not final)' if at else ''
+    return f'in {stage}{last_validation}; work dir {work_dir}'
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """The command line; returns the exit status (0: every trial finished, 1: some did not,
-    2: the sweep could not start, with one line naming the setting)."""
+    """The command line; returns the exit status: 0 every trial finished (or was stopped early by
+    the scheduler), 1 some failed, 2 the sweep could not start (one line names the setting),
+    130 (:data:`INTERRUPTED_EXIT_STATUS`) it was interrupted (Ctrl-C) before every trial ended:
+    ``--resume`` continues it."""
     parser = argparse.ArgumentParser(description='Run a Ray Tune sweep of EPS++ trials.')
     parser.add_argument('sweep_file', help='sweep YAML (see harness/sweep_config.py)')
     parser.add_argument('--resume', action='store_true',
@@ -552,12 +665,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f'{sweep.source}: {points} grid point(s) x num_samples {sweep.num_samples}; output: '
               f'{sweep.experiment_dir}; MLflow: {sweep.tracking_uri}; worker logs: '
               f'{sweep.experiment_dir / "trials"}/<trial id>/worker-<rank>.log')
-        results = run_sweep(sweep, resume=args.resume, verbose=args.verbose)
+        statuses = run_sweep(sweep, resume=args.resume, verbose=args.verbose)
     except InvalidSetting as error:
         parser.exit(2, f'error: {error}\n')
     from harness.report import report
     report(sweep.name, sweep.tracking_uri, sweep.experiment_dir / 'miou.png')
-    return 0 if results.num_terminated == len(results) else 1
+    if 'INTERRUPTED' in statuses.values():
+        return INTERRUPTED_EXIT_STATUS
+    return 1 if 'FAILED' in statuses.values() else 0
 
 
 if __name__ == '__main__':

@@ -15,7 +15,20 @@ What a child run holds:
   per-class IoU, percent) and ``time/*`` (seconds) at the end;
 - tags: sweep name, git commit, trial id, task, labelled fraction, saliency threshold, seed;
 - artifacts: the resolved stage configs, the split files and ``pseudo_masks.png`` (a grid of
-  image | saliency | CAM | dropped by IRD | saliency errors | pseudo-mask).
+  image | saliency | CAM | dropped by IRD | saliency errors | pseudo-mask);
+- the final record of a finished trial (:meth:`TrialRun.log_final_record`): its ``result.json``
+  as an artifact, and its figures as one tag, :data:`RECORD_TAG`.
+
+Metrics are a time series: a resumed trial logs some steps twice and its final figures at a step
+that need not be the largest, so MLflow's latest value of a metric is not the trial's result. The
+final record is no series: a tag holds one value, written once the trial has finished, from the
+trial's ``result.json``. The report reads it for all of a sweep's runs in one ``search_runs`` query
+instead of one artifact download per run.
+
+A run's status says where its trial stands: ``RUNNING``, ``FINISHED`` (with its final record),
+``FAILED``, or ``KILLED`` with the tag :data:`STATUS_TAG` saying why: ``INTERRUPTED`` (the sweep was
+stopped; ``--resume`` continues the trial) or ``STOPPED`` (stopped early by the sweep's scheduler).
+The sweep's parent run is ``FINISHED`` only when every trial is.
 """
 import json
 import numbers
@@ -33,6 +46,9 @@ PARAM_VALUE_LIMIT = 500
 ROLE_TAG = 'eps_harness.role'  # 'sweep' on parent runs, 'trial' on child runs
 PARENT_TAG = 'mlflow.parentRunId'
 STAGE1_RUN_TAG = 'stage1_run'  # on child runs: the stage-1 run folder (config digest)
+RECORD_TAG = 'final_record'  # on child runs: the final figures of a finished trial (JSON)
+RECORD_ARTIFACT = 'result.json'
+STATUS_TAG = 'eps_harness.status'  # on KILLED child runs: INTERRUPTED or STOPPED
 METRIC_PREFIXES = ('val/', 'pseudo/', 'stage1/', 'ird/', 'time/')
 STEP_KEYS = ('val/iter', 'stage1/iter')
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -85,7 +101,8 @@ def start_sweep_run(tracking_uri: str, experiment_name: str, sweep_name: str,
 
 
 def set_sweep_status(target: TrackingTarget, status: str) -> None:
-    """Marks the parent run ``'RUNNING'`` (a resumed sweep), ``'FINISHED'`` or ``'FAILED'``."""
+    """Marks the parent run ``'RUNNING'`` (a resumed sweep), ``'FINISHED'``, ``'FAILED'`` or
+    ``'KILLED'`` (interrupted)."""
     from mlflow import MlflowClient
 
     client = MlflowClient(target.tracking_uri)
@@ -93,6 +110,57 @@ def set_sweep_status(target: TrackingTarget, status: str) -> None:
         client.update_run(target.parent_run_id, status=status)
     else:
         client.set_terminated(target.parent_run_id, status=status)
+
+
+def end_trial_runs(target: TrackingTarget, statuses: Mapping[str, str],
+                   default: str = 'INTERRUPTED') -> List[str]:
+    """Ends the sweep's child runs that are still ``RUNNING``, each with its trial's status in
+    ``statuses`` (trial id -> ``'FAILED'``, ``'INTERRUPTED'``, ``'STOPPED'``; ``default`` for a
+    trial not in it; ``'FINISHED'`` ones are left to the trial): ``FAILED``, or ``KILLED`` with the
+    status in tag :data:`STATUS_TAG`. For the driver, once no worker of the sweep is left (a
+    killed worker never ends its run). Returns the trial ids of the runs it ended."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(target.tracking_uri)
+    running = client.search_runs(
+        [target.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{target.parent_run_id}' "
+                                              "and attributes.status = 'RUNNING'",
+        max_results=50000)
+    ended = []
+    for run in running:
+        trial_id = run.data.tags.get('trial_id', '')
+        status = statuses.get(trial_id, default)
+        if status == 'FINISHED':
+            continue
+        if status != 'FAILED':
+            client.set_tag(run.info.run_id, STATUS_TAG, status)
+        client.set_terminated(run.info.run_id, status='FAILED' if status == 'FAILED' else 'KILLED')
+        ended.append(trial_id)
+    return ended
+
+
+def final_figures(result: Mapping[str, Any]) -> Dict[str, Optional[float]]:
+    """The figures of a trial's result (``run_trial``'s, i.e. its ``result.json``): the numeric
+    ``val/``, ``pseudo/``, ``stage1/``, ``ird/`` and ``time/`` values; ``None`` (an IoU of a class
+    absent from a split) kept."""
+    return {key: (None if value is None else float(value)) for key, value in result.items()
+            if key.startswith(METRIC_PREFIXES) and key not in STEP_KEYS
+            and (value is None or (isinstance(value, numbers.Real)
+                                   and not isinstance(value, bool)))}
+
+
+def record_text(result: Mapping[str, Any]) -> str:
+    """The value of :data:`RECORD_TAG` for a trial's result: :func:`final_figures` as compact
+    strict JSON; without the per-class IoUs (``.../IoU.<class>``) if they would make it longer
+    than MLflow allows a tag (the artifact keeps them)."""
+    from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
+
+    figures = final_figures(result)
+    text = strict_json.dumps(figures, separators=(',', ':'))
+    if len(text) > MAX_TAG_VAL_LENGTH:
+        text = strict_json.dumps({key: value for key, value in figures.items()
+                                  if '/IoU.' not in key}, separators=(',', ':'))
+    return text
 
 
 class TrialRun:
@@ -154,6 +222,14 @@ class TrialRun:
         self.client.log_artifact(self.run_id, result['stage2_config'], 'configs')
         self.client.log_artifacts(self.run_id, str(Path(result['split_file']).parent), 'splits')
         self.client.log_artifact(self.run_id, str(grid))
+
+    def log_final_record(self, result: Mapping[str, Any], result_file: Path) -> None:
+        """Records a finished trial's final figures: ``result_file`` (the trial's
+        ``result.json``, whose content ``result`` is) as the artifact :data:`RECORD_ARTIFACT` and
+        :func:`record_text` as the tag :data:`RECORD_TAG`. Logging it again (a resumed trial that
+        had finished) writes the same record."""
+        self.client.log_artifact(self.run_id, str(result_file))
+        self.client.set_tag(self.run_id, RECORD_TAG, record_text(result))
 
     def finish(self, status: str = 'FINISHED') -> None:
         self.client.set_terminated(self.run_id, status=status)

@@ -26,6 +26,8 @@ def start_sweep(uri: str, name: str) -> dict:
 
 def log_trial(target: dict, trial_id: str, fraction: float, threshold: float, seed: int,
               miou: float, overrides=None) -> tracking.TrialRun:
+    """A trial's child run as a sweep's rank 0 logs it: two validations, then the final result
+    (its figures in ``run.result``, which :func:`finish_trial` records)."""
     run = tracking.TrialRun.open(
         target, trial_id, f'run-{trial_id}', overrides or {'fraction': fraction,
                                                            'threshold': threshold, 'seed': seed},
@@ -33,9 +35,21 @@ def log_trial(target: dict, trial_id: str, fraction: float, threshold: float, se
                   seed=seed))
     run.log_metrics({'val/mIoU': miou - 5, 'val/iter': 10})
     run.log_metrics({'val/mIoU': miou, 'val/IoU.disc': np.float32(miou), 'val/iter': 20})
-    run.log_metrics({'pseudo/mIoU': 40.0, 'time/stage2_s': 3.5, 'task': 'ssss',
-                     'stage1_reused': True})
+    final = {'pseudo/mIoU': 40.0, 'time/stage2_s': 3.5, 'task': 'ssss', 'stage1_reused': True}
+    run.log_metrics(final)
+    run.result = {'val/mIoU': miou, 'val/IoU.disc': miou, **final}
     return run
+
+
+def finish_trial(run: tracking.TrialRun, folder: Path, **figures: float) -> None:
+    """Ends ``run`` as a finished trial does: its result (``run.result`` and ``figures``)
+    written to ``<folder>/<run id>/result.json`` and recorded, then the run FINISHED."""
+    result = {**run.result, **figures}
+    result_file = folder / run.run_id / 'result.json'
+    result_file.parent.mkdir(parents=True)
+    result_file.write_text(json.dumps(result))
+    run.log_final_record(result, result_file)
+    run.finish()
 
 
 def test_a_retried_trial_logs_into_its_own_run(tracking_uri):
@@ -114,13 +128,13 @@ def test_git_commit_is_the_checked_out_commit_and_dirty_when_a_tracked_file_is_e
     assert tracking.git_commit().startswith(git(PROJECT_ROOT, 'log', '-1', '--format=%H'))
 
 
-def test_report_reads_the_latest_run_of_a_sweep_started_twice(tracking_uri):
+def test_report_reads_the_latest_run_of_a_sweep_started_twice(tracking_uri, tmp_path):
     from mlflow import MlflowClient
 
     first = start_sweep(tracking_uri, 'twice')
-    log_trial(first, 'old', 0.25, 0.5, 0, 30.0).finish()
+    finish_trial(log_trial(first, 'old', 0.25, 0.5, 0, 30.0), tmp_path)
     second = start_sweep(tracking_uri, 'twice')
-    log_trial(second, 'new', 0.25, 0.5, 0, 70.0).finish()
+    finish_trial(log_trial(second, 'new', 0.25, 0.5, 0, 70.0), tmp_path)
     client = MlflowClient(tracking_uri)
     started = [client.get_run(target['parent_run_id']).info.start_time
                for target in (first, second)]
@@ -133,7 +147,7 @@ def test_report_reads_the_latest_run_of_a_sweep_started_twice(tracking_uri):
 def test_single_fraction_plot_is_miou_against_the_threshold():
     def trial(threshold: float, seed: int, miou: float) -> report.TrialRecord:
         return report.TrialRecord(f't{threshold}-{seed}', 'run', 'ssss', 0.25, threshold, seed,
-                                  {}, {'val/mIoU': miou})
+                                  {}, {'val/mIoU': miou})  # FINISHED by default
 
     # given out of threshold order; threshold 0.7: mean 62, std 4 (ddof 1)
     cells = report.comparison_cells([trial(0.7, 0, 58.0), trial(0.7, 1, 62.0),
@@ -157,7 +171,8 @@ def test_report_table_json_and_plot(tracking_uri, tmp_path, capsys):
               (0.5, 0.5): [70.0, 74.0]}
     for index, ((fraction, threshold), mious) in enumerate(values.items()):
         for seed, miou in enumerate(mious):
-            log_trial(target, f't{index}{seed}', fraction, threshold, seed, miou).finish()
+            finish_trial(log_trial(target, f't{index}{seed}', fraction, threshold, seed, miou),
+                         tmp_path)
     start_sweep(tracking_uri, 'other')  # another sweep of the store is not mixed in
 
     out = tmp_path / 'plot.png'
@@ -193,9 +208,10 @@ def test_ird_table_counts_each_stage1_run_once_and_wsss_is_a_row(tracking_uri, t
     for (threshold, seed), (precision, recall) in figures.items():
         for fraction in ((0.0, 0.5) if threshold == 0.3 else (0.5, )):
             run = log_trial(target, f'i{index}', fraction, threshold, seed, 50.0 + 10 * fraction)
-            run.log_metrics({'ird/precision': precision, 'ird/recall': recall,
-                             'ird/share.false_coverage': precision / 2, 'stage1/iter': 600})
-            run.finish()
+            ird = {'ird/precision': precision, 'ird/recall': recall,
+                   'ird/share.false_coverage': precision / 2}
+            run.log_metrics({**ird, 'stage1/iter': 600})
+            finish_trial(run, tmp_path, **ird)
             index += 1
     summary = report.report('ird', tracking_uri, tmp_path / 'ird.png')
     rows = {row['saliency_threshold']: row for row in summary['ird']}
@@ -218,9 +234,101 @@ def test_ird_table_tells_stage1_runs_apart_by_their_folder_not_their_seed(tracki
         run = log_trial(target, f'i{index}', 0.5, 0.5, 0, 60.0)
         run.log_metrics({'ird/precision': precision, 'ird/recall': 50.0, 'stage1/iter': 600})
         run.client.set_tag(run.run_id, tracking.STAGE1_RUN_TAG, stage1_run)
-        run.finish()
+        finish_trial(run, tmp_path, **{'ird/precision': precision, 'ird/recall': 50.0})
     row, = report.report('ablation', tracking_uri, tmp_path / 'ablation.png')['ird']
     assert row['stage1_runs'] == 2 and row['ird/precision'] == 50.0
+
+
+def test_only_finished_trials_are_tabled_and_the_others_are_counted_and_listed(
+        tracking_uri, tmp_path, capsys):
+    """A sweep of five trials of one cell: two finished (50, 60), one running, one failed, one
+    interrupted, each of the last three at an intermediate 14.87. The table holds the finished
+    two; the others are counted by status, listed, and tabled with --all, marked."""
+    target = start_sweep(tracking_uri, 'mixed')
+    for trial_id, miou in (('done-a', 50.0), ('done-b', 60.0)):
+        finish_trial(log_trial(target, trial_id, 0.25, 0.5, 0, miou), tmp_path)
+
+    def unfinished(trial_id: str) -> tracking.TrialRun:
+        run = tracking.TrialRun.open(target, trial_id, trial_id, {}, tags=dict(
+            task='ssss', labelled_fraction=0.25, saliency_threshold=0.5, seed=1))
+        run.log_metrics({'val/mIoU': 14.87, 'val/iter': 10})
+        return run
+
+    unfinished('failed').finish('FAILED')
+    unfinished('interrupted')
+    # Ctrl-C: the driver ends the runs that its stopped workers left RUNNING
+    ended = tracking.end_trial_runs(tracking.TrackingTarget(**target), {})
+    assert ended == ['interrupted']
+    unfinished('running')  # resumed by another sweep, say
+
+    summary = report.report('mixed', tracking_uri, tmp_path / 'mixed.png')
+    printed = capsys.readouterr().out
+    statuses = {t['trial_id']: t['status'] for t in summary['trials']}
+    assert statuses == {'done-a': 'FINISHED', 'done-b': 'FINISHED', 'running': 'RUNNING',
+                        'failed': 'FAILED', 'interrupted': 'INTERRUPTED'}
+    cell, = summary['table']
+    assert (cell['mean'], cell['count'], cell['not_finished']) == (55.0, 2, 0)
+    assert summary['left_out'] == {'RUNNING': 1, 'FAILED': 1, 'INTERRUPTED': 1}
+    assert '1/4      | 55.00 +- 7.07 (n=2)' in printed and '14.87' in printed
+    assert '2 finished trial(s)' in printed
+    assert '  1 INTERRUPTED: interrupted: `harness.sweep ... --resume` continues it' in printed
+    listed = [[cell.strip() for cell in line.split(' | ')[:2]] for line in printed.splitlines()
+              if line.split(' | ')[0].strip() in statuses]
+    assert listed == [['failed', 'FAILED'], ['interrupted', 'INTERRUPTED'],
+                      ['running', 'RUNNING']]
+
+    report.main(['mixed', '--tracking-uri', tracking_uri, '--all', '--json',
+                 '--out', str(tmp_path / 'all.png')])
+    everything = json.loads(capsys.readouterr().out)
+    cell, = everything['table']
+    assert (cell['count'], cell['not_finished']) == (5, 3)
+    assert cell['mean'] == pytest.approx((50 + 60 + 3 * 14.87) / 5)
+    report.main(['mixed', '--tracking-uri', tracking_uri, '--all',
+                 '--out', str(tmp_path / 'all.png')])
+    printed = capsys.readouterr().out
+    assert '(n=5, *3 not finished)' in printed and '14.87 *' in printed
+
+
+def test_report_reads_the_final_record_not_the_latest_value_of_a_metric(tracking_uri, tmp_path):
+    """A resumed trial logged IRD at stage-1 step 500 (an intermediate measurement) and its final
+    figures at step 400 (its last stage-2 validation): MLflow's latest value is the step-500 one.
+    The report gives the final record: what the trial's result.json holds."""
+    from mlflow import MlflowClient
+
+    target = start_sweep(tracking_uri, 'out_of_order')
+    run = log_trial(target, 'resumed', 0.25, 0.3, 0, 50.0)
+    run.log_metrics({'ird/precision': 10.86, 'ird/recall': 72.93, 'stage1/iter': 500})
+    run.log_metrics({'val/mIoU': 50.0, 'val/iter': 400})
+    final = {'ird/precision': 9.12, 'ird/recall': 69.42}
+    run.log_metrics(final)  # step 400, as the final result is logged
+    finish_trial(run, tmp_path, **final)
+    client = MlflowClient(tracking_uri)
+    assert client.get_run(run.run_id).data.metrics['ird/precision'] == 10.86  # MLflow's latest
+    row, = report.report('out_of_order', tracking_uri, tmp_path / 'ooo.png')['ird']
+    recorded = json.loads((tmp_path / run.run_id / 'result.json').read_text())
+    assert (row['ird/precision'], row['ird/recall']) == (9.12, 69.42) == (
+        recorded['ird/precision'], recorded['ird/recall'])
+    # the record is also the run's artifact result.json
+    assert json.loads(Path(client.download_artifacts(
+        run.run_id, tracking.RECORD_ARTIFACT, str(tmp_path / 'download'))).read_text()) == recorded
+
+
+def test_the_final_record_fits_a_tag_with_the_per_class_ious_of_a_large_dataset():
+    """A record of 2 x 171 per-class IoUs (COCO-stuff's class count) is longer than MLflow lets a
+    tag be: the tag keeps every figure but the per-class IoUs."""
+    from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
+
+    result = {'val/mIoU': 41.23, 'pseudo/mIoU': 55.5, 'ird/precision': 9.123456789,
+              'val/IoU.absent': None, 'task': 'wsss', 'seed': 3, 'stage1_reused': False}
+    small = json.loads(tracking.record_text(result))
+    assert small == {'val/mIoU': 41.23, 'pseudo/mIoU': 55.5, 'ird/precision': 9.123456789,
+                     'val/IoU.absent': None}
+    result.update({f'{prefix}/IoU.class number {index}': 12.345678901234
+                   for prefix in ('val', 'pseudo') for index in range(171)})
+    text = tracking.record_text(result)
+    assert len(text) <= MAX_TAG_VAL_LENGTH
+    assert json.loads(text) == {'val/mIoU': 41.23, 'pseudo/mIoU': 55.5,
+                                'ird/precision': 9.123456789}
 
 
 def test_unknown_sweep_lists_the_known_ones(tracking_uri):

@@ -314,8 +314,8 @@ def test_a_trial_that_fails_fails_the_sweep_and_names_its_log(cluster, tiny_data
     assert event[-1] == (f'[{trial_dir.name}] FAILED: fault_injection.InjectedFault: injected '
                          f'at training iteration 2; log: {log}'), event
     summary = [line for line in output.splitlines() if line.startswith(f'  {trial_dir.name}: ')]
-    assert summary == [f'  {trial_dir.name}: fault_injection.InjectedFault: injected at training '
-                       f'iteration 2; log: {log}'], output[-3000:]
+    assert summary == [f'  {trial_dir.name}: FAILED: fault_injection.InjectedFault: injected at '
+                       f'training iteration 2; log: {log}'], output[-3000:]
     assert '0 of 1 trial(s) finished, 1 failed.' in output
     worker_output = log.read_text()
     assert 'Traceback (most recent call last)' in worker_output
@@ -325,3 +325,86 @@ def test_a_trial_that_fails_fails_the_sweep_and_names_its_log(cluster, tiny_data
     assert child.data.tags[PARENT_TAG] == parent.info.run_id
     assert child.data.tags['trial_id'] == trial_dir.name
     assert (child.info.status, parent.info.status) == ('FAILED', 'FAILED')
+
+
+@pytest.mark.parametrize('stage', ['stage1', 'stage2'])
+def test_ctrl_c_interrupts_the_sweep_and_resume_finishes_it_with_the_trials_own_figures(
+        cluster, tiny_dataset, tmp_path, stage):
+    """Ctrl-C (SIGINT to the driver's process group, as a terminal sends it) while the trial is
+    held at iteration 15 of 20 of ``stage`` (after a checkpoint at 10; stage 1 measures IRD every
+    5 iterations, stage 2 validates at 10): the sweep names the trial INTERRUPTED and the exact
+    ``--resume`` command, its MLflow runs are KILLED, the report tables nothing and exit status
+    is 130. Resumed, the trial finishes, and the report gives the figures of the trial's own files
+    (result.json, ird_diagnostics.json, pseudo_masks_metrics.json)."""
+    from harness.report import load_trials, report
+
+    held, release = tmp_path / 'held.json', tmp_path / 'release'
+    base = STAGE1_CONFIG if stage == 'stage1' else STAGE2_CONFIG
+    held_config = write_stage_config(tmp_path / f'{stage}_held_at_15.py', base, dict(
+        type='WaitForFile', iteration=15, record=str(held), release=str(release)))
+    configs = {'stage1_config': str(STAGE1_CONFIG), 'stage2_config': str(STAGE2_CONFIG),
+               f'{stage}_config': str(held_config)}
+    name = f'interrupted_{stage}'
+    path = write_sweep(tmp_path, name, tiny_dataset, cluster.address, **configs,
+                       overrides={**SHORT_STAGES, 'stage1.model.loss_sal.warmup_iters': 2,
+                                  'stage1.custom_hooks.1.interval': 5},
+                       search_space={'threshold': {'grid_search': [0.4]}},
+                       resources={'num_workers': 1, 'cpus_per_worker': 0.9})
+    storage = tmp_path / 'sweeps'
+    experiment = storage / name
+    driver = run_driver(path, tmp_path / 'first.log')
+    wait_for(held.is_file, 600, f'the trial to be held at {stage} iteration 15', driver)
+    os.killpg(driver.process.pid, signal.SIGINT)
+    output = wait_for_exit(driver, 300, 'the sweep stopped with Ctrl-C')
+    assert driver.process.returncode == 130, output[-3000:]
+
+    trial_dir, = experiment.glob('trials/*')
+    trial_id = trial_dir.name
+    assert not (trial_dir / 'result.json').exists()
+    assert '0 of 1 trial(s) finished, 0 failed, 1 interrupted.' in output, output[-3000:]
+    status_line, = [line for line in output.splitlines() if line.startswith(f'  {trial_id}: ')]
+    assert status_line.startswith(
+        f"  {trial_id}: INTERRUPTED: in {dict(stage1='stage 1', stage2='stage 2')[stage]}")
+    again = f'python -m harness.sweep {path} --resume --storage-path {storage} --address ' \
+        f'{cluster.address}'
+    assert f'Interrupted: {trial_id} did not finish' in output and f'`{again}`' in output
+    assert 'Tuner.restore' not in output
+    runs = mlflow_runs(storage)
+    (parent, ), (child, ) = runs['parents'], runs['children']
+    assert (child.info.status, child.data.tags['eps_harness.status']) == ('KILLED', 'INTERRUPTED')
+    assert parent.info.status == 'KILLED'
+    _, trials = load_trials(name, default_tracking_uri(str(storage)))
+    assert [(t.trial_id, t.status) for t in trials] == [(trial_id, 'INTERRUPTED')]
+
+    held_pid = json.loads(held.read_text())['pid']
+    wait_for(lambda: not process_exists(held_pid), 120,
+             f'Ray to end the held worker (pid {held_pid}) of the interrupted sweep')
+    release.touch()
+    resumed = run_driver(path, tmp_path / 'resumed.log', '--resume')
+    output = wait_for_exit(resumed, 600, 'the resumed sweep')
+    assert resumed.process.returncode == 0, output[-3000:]
+    assert '1 of 1 trial(s) finished, 0 failed.' in output
+    logs = sorted((trial_dir / 'stage2').glob('*/*.log') if stage == 'stage2' else
+                  experiment.glob('stage1/*/2*/2*.log'))
+    assert 'resumed epoch: 0, iter: 10' in logs[-1].read_text()  # from the checkpoint
+
+    runs = mlflow_runs(storage)
+    (parent, ), (child, ) = runs['parents'], runs['children']
+    assert (child.info.status, parent.info.status) == ('FINISHED', 'FINISHED')
+    result = json.loads((trial_dir / 'result.json').read_text())
+    stage1_dir = Path(result['stage1_config']).parent
+    ird = json.loads((stage1_dir / 'ird_diagnostics.json').read_text())['total']
+    pseudo = json.loads((stage1_dir / 'pseudo_masks_metrics.json').read_text())
+    summary = report(name, default_tracking_uri(str(storage)), tmp_path / 'report.png')
+    trial, = summary['trials']
+    assert trial['status'] == 'FINISHED' and summary['left_out'] == {}
+    cell, = summary['table']
+    assert (cell['mean'], cell['count']) == (result['val/mIoU'], 1)
+    row, = summary['ird']
+    assert {key: row[key] for key in ird if key in row} == {
+        key: value for key, value in ird.items() if key in row}
+    assert row['ird/precision'] == ird['ird/precision'] and row['pseudo/mIoU'] == pseudo[
+        'pseudo/mIoU']
+    assert {key: value for key, value in trial['metrics'].items()} == {
+        key: value for key, value in result.items()
+        if key.startswith(('val/', 'pseudo/', 'stage1/', 'ird/', 'time/')) and value is not None}
