@@ -22,7 +22,8 @@ import numpy as np
 
 from harness import strict_json
 from harness.sweep_config import DEFAULT_STORAGE_PATH
-from harness.tracking import PARENT_TAG, ROLE_TAG, STAGE1_RUN_TAG, default_tracking_uri
+from harness.tracking import (PARENT_TAG, ROLE_TAG, STAGE1_RUN_TAG, default_tracking_uri,
+                              replay_journals)
 from harness.validation import InvalidSetting, check_tracking_uri
 
 METRIC = 'val/mIoU'
@@ -240,6 +241,19 @@ def report(name: str, tracking_uri: str, out_path: Optional[Path] = None,
     return summary
 
 
+def replay(sweep_dir: Path) -> None:
+    """Delivers the journals of the trials in ``sweep_dir``; prints the ones left undelivered.
+
+    Raises:
+        InvalidSetting: ``sweep_dir`` holds no trials.
+    """
+    if not (Path(sweep_dir) / 'trials').is_dir():
+        raise InvalidSetting(f'--replay {sweep_dir}: no trials/ folder there; name the sweep\'s '
+                             'folder, <storage_path>/<name>')
+    for trial_id, why in replay_journals(sweep_dir).items():
+        print(f'{trial_id}: MLflow records still in its journal ({why})')
+
+
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     parser = argparse.ArgumentParser(description='Compare the trials of a sweep (from MLflow).')
     parser.add_argument('name', help='sweep name or MLflow experiment name')
@@ -248,10 +262,16 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                         '/mlflow.db, the default store of harness.sweep)')
     parser.add_argument('--json', action='store_true', help='print JSON instead of the table')
     parser.add_argument('--out', type=Path, help='plot file (default: <sweep>_miou.png)')
+    parser.add_argument('--replay', type=Path, metavar='SWEEP_DIR',
+                        help="first send to MLflow what the sweep's trials kept in their "
+                        'journals while the store did not answer (SWEEP_DIR: the sweep\'s '
+                        'folder, <storage_path>/<name>)')
     args = parser.parse_args(argv)
     tracking_uri = args.tracking_uri or default_tracking_uri(DEFAULT_STORAGE_PATH)
     try:
         check_tracking_uri(tracking_uri, create=False, key='--tracking-uri')
+        if args.replay is not None:
+            replay(args.replay)
         return report(args.name, tracking_uri, args.out, args.json)
     except (LookupError, InvalidSetting) as error:
         parser.exit(2, f'error: {error}\n')

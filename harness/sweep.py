@@ -78,7 +78,7 @@ def train_func(config: Dict[str, Any]) -> None:
                             config['overrides'], tags=dict(
                                 task=spec.task, labelled_fraction=spec.labelled_fraction,
                                 saliency_threshold=spec.saliency_threshold, seed=spec.seed,
-                                work_dir=work_dir))
+                                work_dir=work_dir), work_dir=work_dir)
 
     def report(metrics: Dict[str, Any]) -> None:
         if run is not None:
@@ -424,6 +424,19 @@ def open_tracking(sweep: SweepConfig, resume: bool) -> Dict[str, str]:
     return target.to_dict()
 
 
+def deliver_journals(sweep: SweepConfig) -> None:
+    """Sends to MLflow what trials kept in their journals while the store did not answer;
+    prints a line per trial whose journal is still undelivered."""
+    from harness.tracking import replay_journals
+
+    left = replay_journals(sweep.experiment_dir)
+    for trial_id, why in left.items():
+        print(f'  {trial_id}: MLflow records kept in trials/{trial_id}/ ({why})')
+    if left:
+        print(f'`python -m harness.report {sweep.name} --replay {sweep.experiment_dir}` or '
+              '--resume sends them once the store answers.')
+
+
 def max_concurrent_trials(sweep: SweepConfig, cluster_resources: Dict[str, float]) -> int:
     """The sweep's limit, or as many trials as the cluster's CPUs and GPUs hold at once (at
     least one); ``cluster_resources`` is Ray's ``ray.cluster_resources()``."""
@@ -450,6 +463,8 @@ def run_sweep(sweep: SweepConfig, resume: bool = False, verbose: bool = False) -
     # which prints a table of every trial's config and results besides.
     os.environ['RAY_AIR_NEW_OUTPUT'] = '0'
     tracking = open_tracking(sweep, resume)
+    if resume:
+        deliver_journals(sweep)
     trainable = tune.with_resources(
         tune.with_parameters(tune_trial, sweep=sweep, tracking=tracking, verbose=verbose),
         {'CPU': TRAINABLE_CPUS})
@@ -474,6 +489,7 @@ def run_sweep(sweep: SweepConfig, resume: bool = False, verbose: bool = False) -
     results = tuner.fit()
     done, failed = results.num_terminated, results.num_errors
     print(f'{done} of {len(results)} trial(s) finished, {failed} failed.')
+    deliver_journals(sweep)
     if done + failed == len(results):
         set_sweep_status(TrackingTarget(**tracking), 'FAILED' if failed else 'FINISHED')
     for result in results:
