@@ -226,10 +226,8 @@ def replay_journals(folder: Path) -> Dict[str, str]:
     returns the trials whose journal is left undelivered, each with why: its store did not
     answer (asked once per store, without MLflow's minutes of retries), or the trial is running
     and delivers its own."""
-    from harness.validation import InvalidSetting, check_tracking_uri
-
     left = {}
-    unreachable: Dict[str, str] = {}
+    unreachable = set()
     for path in sorted(Path(folder).glob(f'trials/*/{Journal.NAME}')):
         journal = Journal(path.parent)
         with journal.delivering(wait=False) as acquired:
@@ -240,13 +238,12 @@ def replay_journals(folder: Path) -> Dict[str, str]:
                 continue
             uri = _target_of(journal)['tracking_uri']
             try:
-                if uri not in unreachable:
-                    check_tracking_uri(uri, create=True)
-                    deliver(journal)
-            except (InvalidSetting, StoreUnreachable) as error:
-                unreachable[uri] = str(error)
-            if uri in unreachable:
-                left[path.parent.name] = f'the store did not answer: {unreachable[uri]}'
+                if uri in unreachable or not _store_answers(uri):
+                    raise StoreUnreachable(f'{uri} does not answer')
+                deliver(journal)
+            except StoreUnreachable as error:
+                unreachable.add(uri)
+                left[path.parent.name] = f'the store did not answer: {error}'
     return left
 
 
@@ -338,12 +335,18 @@ class TrialRun:
         self.log_artifact(grid)
 
     def finish(self, status: str = 'FINISHED') -> None:
-        """Ends the run with ``status`` and waits until the journal is delivered, the store is
-        found unreachable, or :data:`FINISH_WAIT_S` seconds passed, whichever comes first."""
+        """Ends the run with ``status`` and waits until the journal is delivered, the store does
+        not answer (asked every second; an ``http(s)`` store's ``/health`` within
+        :data:`harness.validation.SERVER_TIMEOUT_S`), or :data:`FINISH_WAIT_S` seconds passed,
+        whichever comes first."""
         self.submit({'op': 'set_terminated', 'status': status})
         self._stop.set()
         self._wake.set()
-        self._writer.join(FINISH_WAIT_S)
+        deadline = time.monotonic() + FINISH_WAIT_S
+        while time.monotonic() < deadline:
+            self._writer.join(min(1.0, max(deadline - time.monotonic(), 0.0)))
+            if not self._writer.is_alive() or not _store_answers(self.tracking_uri):
+                return
 
     def submit(self, operation: Mapping[str, Any]) -> None:
         """Appends one journal operation (see :class:`Journal`) and wakes the writer."""
@@ -351,9 +354,9 @@ class TrialRun:
         self._wake.set()
 
     def _deliver_loop(self) -> None:
-        from harness.validation import InvalidSetting, check_tracking_uri
+        from mlflow import MlflowClient
 
-        client = None
+        client = MlflowClient(self.tracking_uri)
         delay = 0.0
         with self.journal.delivering(wait=True):
             while True:
@@ -361,14 +364,12 @@ class TrialRun:
                 self._wake.clear()
                 stopping = self._stop.is_set()
                 try:
-                    if self.store_down:  # ask /health first: MLflow's own retries take minutes
-                        check_tracking_uri(self.tracking_uri, create=True)
-                    if client is None:
-                        from mlflow import MlflowClient
-                        client = MlflowClient(self.tracking_uri)
+                    # Ask first while it is down: MLflow's own retries of a call take minutes.
+                    if self.store_down and not _store_answers(self.tracking_uri):
+                        raise StoreUnreachable(f'{self.tracking_uri} does not answer')
                     deliver(self.journal, client)
                     self.store_down, delay = False, 0.0
-                except (StoreUnreachable, InvalidSetting) as error:
+                except StoreUnreachable as error:
                     if not self.store_down:
                         print(f'MLflow store {self.tracking_uri} did not answer ({error}); the '
                               f'trial goes on and {self.journal.path} keeps its records until '
@@ -378,6 +379,18 @@ class TrialRun:
                 self._tried.set()
                 if stopping:
                     return
+
+
+def _store_answers(tracking_uri: str) -> bool:
+    """Whether the store answers; an ``http(s)`` server is asked for ``/health`` (seconds, not
+    MLflow's minutes of retries), other stores are assumed to."""
+    from harness.validation import InvalidSetting, check_tracking_uri
+
+    try:
+        check_tracking_uri(tracking_uri, create=True)
+    except InvalidSetting:
+        return False
+    return True
 
 
 def _target_of(journal: Journal) -> Dict[str, str]:
