@@ -263,6 +263,7 @@ class TrialRun:
         self.journal = journal
         self.tracking_uri = tracking_uri
         self.last_step = 0
+        self.logged: Dict[str, Tuple[int, float]] = {}  # key: (step, value) last logged
         self.store_down = False  # the last delivery found the store unreachable
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -299,13 +300,17 @@ class TrialRun:
 
     def log_metrics(self, metrics: Mapping[str, Any]) -> None:
         """Logs the numeric ``val/``, ``pseudo/``, ``stage1/``, ``time/`` values; the step is the
-        ``val/iter`` or ``stage1/iter`` of ``metrics`` (else the last step logged)."""
+        ``val/iter`` or ``stage1/iter`` of ``metrics`` (else the last step logged). A value this
+        run logged already for the key at that step is not logged again (the final result
+        repeats the last validation)."""
         step = next((int(metrics[key]) for key in STEP_KEYS if key in metrics), self.last_step)
         self.last_step = step
         now = int(time.time() * 1000)
         batch = [[key, float(value), now, step] for key, value in metrics.items()
                  if key.startswith(METRIC_PREFIXES) and key not in STEP_KEYS
-                 and isinstance(value, numbers.Real) and not isinstance(value, bool)]
+                 and isinstance(value, numbers.Real) and not isinstance(value, bool)
+                 and self.logged.get(key) != (step, float(value))]
+        self.logged.update({key: (step, value) for key, value, _, step in batch})
         if batch:
             self.submit({'op': 'log_batch', 'metrics': batch, 'params': [], 'tags': []})
 

@@ -14,9 +14,10 @@ from ports import free_port
 START_TIMEOUT_S = 180.0  # two busy cores: the server imports for tens of seconds
 
 # MLflow's client retries a request that gets no answer for minutes by default; tests that stop
-# the server keep a trial's delivery attempts short.
-SHORT_RETRIES = {'MLFLOW_HTTP_REQUEST_MAX_RETRIES': '0', 'MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR': '0',
-                 'MLFLOW_HTTP_REQUEST_TIMEOUT': '5'}
+# the server keep a trial's delivery attempts short (a stopped server refuses at once; the
+# timeout is for a busy one that answers late).
+SHORT_RETRIES = {'MLFLOW_HTTP_REQUEST_MAX_RETRIES': '1', 'MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR': '0',
+                 'MLFLOW_HTTP_REQUEST_TIMEOUT': '60'}
 
 
 class MlflowServer:
