@@ -222,3 +222,14 @@ def test_a_trial_that_starts_while_the_server_is_down_gets_its_run_when_it_is_ba
         assert_every_point_once(server.uri, target, work_dir, reported, result)
     finally:
         server.stop()
+
+
+def test_report_replay_of_a_folder_without_trials_is_refused_by_name(tmp_path, capsys):
+    from harness import report
+
+    uri = tracking.default_tracking_uri(str(tmp_path))
+    sweep_target(uri)
+    with pytest.raises(SystemExit) as stopped:
+        report.main(['journal', '--tracking-uri', uri, '--replay', str(tmp_path / 'nope')])
+    assert stopped.value.code == 2
+    assert f'--replay {tmp_path / "nope"}: no trials/ folder there' in capsys.readouterr().err
