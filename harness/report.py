@@ -31,7 +31,7 @@ import numpy as np
 from harness import strict_json
 from harness.sweep_config import DEFAULT_STORAGE_PATH
 from harness.tracking import (PARENT_TAG, RECORD_TAG, ROLE_TAG, STAGE1_RUN_TAG, STATUS_TAG,
-                              default_tracking_uri)
+                              default_tracking_uri, replay_journals)
 from harness.validation import InvalidSetting, check_folder_argument, check_tracking_uri
 
 METRIC = 'val/mIoU'
@@ -362,6 +362,19 @@ def report(name: str, tracking_uri: str, out_path: Optional[Path] = None,
     return summary
 
 
+def replay(sweep_dir: Path) -> None:
+    """Delivers the journals of the trials in ``sweep_dir``; prints the ones left undelivered.
+
+    Raises:
+        InvalidSetting: ``sweep_dir`` holds no trials.
+    """
+    if not (Path(sweep_dir) / 'trials').is_dir():
+        raise InvalidSetting(f'--replay {sweep_dir}: no trials/ folder there; name the sweep\'s '
+                             'folder, <storage_path>/<name>')
+    for trial_id, why in replay_journals(sweep_dir).items():
+        print(f'{trial_id}: MLflow records still in its journal ({why})')
+
+
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     parser = argparse.ArgumentParser(description='Compare the trials of a sweep (from MLflow).')
     parser.add_argument('name', help='sweep name or MLflow experiment name')
@@ -373,12 +386,18 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     parser.add_argument('--all', action='store_true', dest='show_all',
                         help='also table the trials that are not finished (running, '
                         'interrupted, failed, stopped early) with their latest values, marked *')
+    parser.add_argument('--replay', type=Path, metavar='SWEEP_DIR',
+                        help="first send to MLflow what the sweep's trials kept in their "
+                        'journals while the store did not answer (SWEEP_DIR: the sweep\'s '
+                        'folder, <storage_path>/<name>)')
     args = parser.parse_args(argv)
     tracking_uri = args.tracking_uri or default_tracking_uri(DEFAULT_STORAGE_PATH)
     try:
         if args.out is not None:
             check_plot_file(args.out, '--out')
         check_tracking_uri(tracking_uri, create=False, key='--tracking-uri')
+        if args.replay is not None:
+            replay(args.replay)
         return report(args.name, tracking_uri, args.out, args.json, args.show_all)
     except (LookupError, InvalidSetting) as error:
         parser.exit(2, f'error: {error}\n')

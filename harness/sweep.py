@@ -91,7 +91,7 @@ def train_func(config: Dict[str, Any]) -> None:
                                 task=spec.task, labelled_fraction=labelled_fraction_of(spec),
                                 **({'split_file': spec.split_file} if spec.split_file else {}),
                                 saliency_threshold=spec.saliency_threshold, seed=spec.seed,
-                                work_dir=work_dir))
+                                work_dir=work_dir), work_dir=work_dir)
 
     def report(metrics: Dict[str, Any]) -> None:
         if run is not None:
@@ -462,6 +462,19 @@ def open_tracking(sweep: SweepConfig, resume: bool) -> Dict[str, str]:
     return target.to_dict()
 
 
+def deliver_journals(sweep: SweepConfig) -> None:
+    """Sends to MLflow what trials kept in their journals while the store did not answer;
+    prints a line per trial whose journal is still undelivered."""
+    from harness.tracking import replay_journals
+
+    left = replay_journals(sweep.experiment_dir)
+    for trial_id, why in left.items():
+        print(f'  {trial_id}: MLflow records kept in trials/{trial_id}/ ({why})')
+    if left:
+        print(f'`python -m harness.report {sweep.name} --replay {sweep.experiment_dir}` or '
+              '--resume sends them once the store answers.')
+
+
 def max_concurrent_trials(sweep: SweepConfig, cluster_resources: Dict[str, float]) -> int:
     """The sweep's limit, or as many trials as the cluster's CPUs and GPUs hold at once (at
     least one); ``cluster_resources`` is Ray's ``ray.cluster_resources()``."""
@@ -494,6 +507,8 @@ def run_sweep(sweep: SweepConfig, resume: bool = False,
     # which prints a table of every trial's config and results besides.
     os.environ['RAY_AIR_NEW_OUTPUT'] = '0'
     tracking = open_tracking(sweep, resume)
+    if resume:
+        deliver_journals(sweep)
     trainable = tune.with_resources(
         tune.with_parameters(tune_trial, sweep=sweep, tracking=tracking, verbose=verbose),
         {'CPU': TRAINABLE_CPUS})
@@ -523,6 +538,7 @@ def run_sweep(sweep: SweepConfig, resume: bool = False,
         # older than the trials; they end with the driver all the same.
         print('Stopped without waiting for Tune to save the sweep: trials it had not saved as '
               'finished count as interrupted.')
+    deliver_journals(sweep)
     statuses = trial_statuses(sweep)
     target = TrackingTarget(**tracking)
     # No worker is left now: the child runs still RUNNING are of trials that did not finish.

@@ -30,13 +30,19 @@ A run's status says where its trial stands: ``RUNNING``, ``FINISHED`` (with its 
 stopped; ``--resume`` continues the trial) or ``STOPPED`` (stopped early by the sweep's scheduler).
 The sweep's parent run is ``FINISHED`` only when every trial is.
 """
+import fcntl
 import json
 import numbers
+import os
 import subprocess
+import sys
+import tempfile
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -52,6 +58,10 @@ STATUS_TAG = 'eps_harness.status'  # on KILLED child runs: INTERRUPTED or STOPPE
 METRIC_PREFIXES = ('val/', 'pseudo/', 'stage1/', 'ird/', 'time/')
 STEP_KEYS = ('val/iter', 'stage1/iter')
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+BATCH_METRICS = 1000  # metric points of one merged log_batch when a journal is replayed
+RETRY_MIN_S = 1.0  # first wait before asking a store that did not answer again
+RETRY_MAX_S = 30.0  # the wait doubles up to this
+FINISH_WAIT_S = 30.0  # TrialRun.finish waits at most this for the journal's delivery
 
 
 @dataclass(frozen=True)
@@ -163,76 +173,367 @@ def record_text(result: Mapping[str, Any]) -> str:
     return text
 
 
-class TrialRun:
-    """The child run of one trial; the trial's only MLflow writer (rank 0)."""
+class StoreUnreachable(Exception):
+    """The tracking store did not answer (server down, network, a locked database)."""
 
-    def __init__(self, client: Any, run_id: str) -> None:
-        self.client = client
-        self.run_id = run_id
+
+class Journal:
+    """A trial's MLflow operations, in order: ``<folder>/mlflow-journal.jsonl``, one JSON object a
+    line (``op``: ``open``, ``log_batch``, ``log_artifact`` or ``set_terminated``), and how far
+    they were delivered: ``<folder>/mlflow-journal.sent``, ``{"offset": bytes of the journal
+    delivered, "run_id": the child run}``.
+
+    Lines are only appended and the offset only grows, so a replay after a crash sends each
+    operation that was not delivered, in order; metric points keep the timestamp they were logged
+    with, so one sent again after a crash between delivery and bookkeeping matches the stored
+    point and MLflow's SQL stores keep it once. The delivering process holds an exclusive
+    ``flock`` on the journal: one deliverer per trial (:meth:`delivering`).
+    """
+
+    NAME = 'mlflow-journal.jsonl'
+
+    def __init__(self, folder: Path) -> None:
+        self.path = Path(folder) / self.NAME
+        self.sent_path = Path(folder) / 'mlflow-journal.sent'
+        self._append_lock = threading.Lock()
+
+    def append(self, operation: Mapping[str, Any]) -> None:
+        """Appends ``operation`` as one line (flushed to the OS before it returns)."""
+        line = json.dumps(operation) + '\n'
+        with self._append_lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, 'a', encoding='utf-8') as handle:
+                handle.write(line)
+
+    def sent(self) -> Tuple[int, Optional[str]]:
+        """The byte offset delivered so far and the child run id (``None`` before ``open``)."""
+        if not self.sent_path.is_file():
+            return 0, None
+        state = json.loads(self.sent_path.read_text())
+        return state['offset'], state['run_id']
+
+    def mark_sent(self, offset: int, run_id: Optional[str]) -> None:
+        temporary = self.sent_path.with_suffix('.sent.tmp')
+        temporary.write_text(json.dumps({'offset': offset, 'run_id': run_id}))
+        os.replace(temporary, self.sent_path)
+
+    def pending(self) -> List[Tuple[int, Dict[str, Any]]]:
+        """The operations not delivered yet, each with the journal offset just after it. A last
+        line without its newline (a process killed while writing it) is not pending yet."""
+        if not self.path.is_file():
+            return []
+        offset, _ = self.sent()
+        with open(self.path, 'rb') as handle:
+            handle.seek(offset)
+            data = handle.read()
+        operations = []
+        for line in data.splitlines(keepends=True):
+            offset += len(line)
+            if line.endswith(b'\n'):
+                operations.append((offset, json.loads(line)))
+        return operations
+
+    @contextmanager
+    def delivering(self, wait: bool) -> Iterator[bool]:
+        """Holds the journal's delivery lock; yields whether it got it (``wait``: blocks until
+        it does)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, 'a') as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def deliver(journal: Journal, client: Any = None) -> int:
+    """Sends the journal's pending operations to its store in order, consecutive ``log_batch``
+    operations merged (at most :data:`BATCH_METRICS` points a call); returns how many operations
+    were sent. The caller holds :meth:`Journal.delivering`.
+
+    An operation the store refuses (an MLflow error of a 4xx kind: a bad value, a run that does
+    not exist) is reported on stderr and skipped: sending it again would not change the answer.
+
+    Raises:
+        StoreUnreachable: the store did not answer; what was sent before stays sent.
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    _, run_id = journal.sent()
+    operations = journal.pending()
+    index = 0
+    while index < len(operations):
+        group = [operations[index]]
+        while (group[-1][1]['op'] == 'log_batch' and index + len(group) < len(operations)
+               and operations[index + len(group)][1]['op'] == 'log_batch'
+               and sum(len(op['metrics']) for _, op in group) < BATCH_METRICS):
+            group.append(operations[index + len(group)])
+        operation = _merged([op for _, op in group])
+        if client is None:
+            client = MlflowClient(_target_of(journal)['tracking_uri'])
+        try:
+            run_id = _send(client, operation, run_id)
+        except Exception as error:
+            # MLflow reports a server or network that does not answer as INTERNAL_ERROR (500).
+            if not (isinstance(error, MlflowException) and error.get_http_status_code() < 500):
+                raise StoreUnreachable(str(error)) from error
+            print(f'MLflow refused {operation["op"]} of {journal.path}: {error}; skipped',
+                  file=sys.stderr, flush=True)
+        journal.mark_sent(group[-1][0], run_id)
+        index += len(group)
+    return len(operations)
+
+
+def replay_journals(folder: Path) -> Dict[str, str]:
+    """Delivers the journals of the trials of a sweep's ``folder`` (``trials/<trial id>/``);
+    returns the trials whose journal is left undelivered, each with why: its store did not
+    answer (asked once per store, without MLflow's minutes of retries), or the trial is running
+    and delivers its own."""
+    left = {}
+    unreachable = set()
+    for path in sorted(Path(folder).glob(f'trials/*/{Journal.NAME}')):
+        journal = Journal(path.parent)
+        with journal.delivering(wait=False) as acquired:
+            if not acquired:
+                left[path.parent.name] = 'its trial is running and delivers it'
+                continue
+            if not journal.pending():
+                continue
+            uri = _target_of(journal)['tracking_uri']
+            try:
+                if uri in unreachable or not _store_answers(uri):
+                    raise StoreUnreachable(f'{uri} does not answer')
+                deliver(journal)
+            except StoreUnreachable as error:
+                unreachable.add(uri)
+                left[path.parent.name] = f'the store did not answer: {error}'
+    return left
+
+
+class TrialRun:
+    """The child run of one trial; the trial's only MLflow writer (rank 0).
+
+    Its methods return at once: each operation is appended to the trial's :class:`Journal` and a
+    background thread delivers the journal in order. While the store does not answer, operations
+    stay in the journal and the thread tries again every few seconds (up to
+    :data:`RETRY_MAX_S`), also when the store is down as the trial starts (the child run is
+    created once it answers). :meth:`finish` waits at most :data:`FINISH_WAIT_S` seconds; what
+    is then still undelivered is sent by ``harness.sweep --resume`` or ``harness.report
+    --replay``.
+    """
+
+    def __init__(self, journal: Journal, tracking_uri: str) -> None:
+        self.journal = journal
+        self.tracking_uri = tracking_uri
         self.last_step = 0
+        self.logged: Dict[str, Tuple[int, float]] = {}  # key: (step, value) last logged
+        self.store_down = False  # the last delivery found the store unreachable
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._tried = threading.Event()  # a first delivery was tried
+        self._writer = threading.Thread(target=self._deliver_loop, name='mlflow-journal',
+                                        daemon=True)
+        self._writer.start()
+
+    @property
+    def run_id(self) -> Optional[str]:
+        """The child run's id: waits for the first delivery; ``None`` while the store has not
+        answered."""
+        self._tried.wait()
+        return self.journal.sent()[1]
 
     @classmethod
     def open(cls, target: Mapping[str, str], trial_id: str, run_name: str,
-             overrides: Mapping[str, Any], tags: Mapping[str, Any]) -> 'TrialRun':
-        """Finds the child run tagged ``trial_id`` under the parent, or creates it."""
-        from mlflow import MlflowClient
-
+             overrides: Mapping[str, Any], tags: Mapping[str, Any],
+             work_dir: Optional[Path] = None) -> 'TrialRun':
+        """Finds the child run tagged ``trial_id`` under the parent, or creates it, and logs the
+        overrides as params (both when the store answers). The journal lies in ``work_dir``, the
+        trial's folder (without one: a new temporary folder, gone with the process)."""
         target = TrackingTarget(**target)
-        client = MlflowClient(target.tracking_uri)
-        found = client.search_runs(
-            [target.experiment_id],
-            filter_string=f"tags.trial_id = '{trial_id}' and "
-                          f"tags.`{PARENT_TAG}` = '{target.parent_run_id}'",
-            max_results=1)
-        if found:
-            run_id = found[0].info.run_id
-            client.update_run(run_id, status='RUNNING')
-        else:
-            run_id = client.create_run(target.experiment_id, run_name=run_name, tags={
-                ROLE_TAG: 'trial', PARENT_TAG: target.parent_run_id, 'trial_id': trial_id,
-                'sweep_name': target.sweep_name, 'git_commit': target.git_commit,
-                **{key: str(value) for key, value in tags.items()}}).info.run_id
-        _log_params(client, run_id, overrides)
-        return cls(client, run_id)
+        journal = Journal(Path(work_dir) if work_dir is not None else
+                          Path(tempfile.mkdtemp(prefix='mlflow-journal-')))
+        journal.append({'op': 'open', 'target': target.to_dict(), 'trial_id': trial_id,
+                        'run_name': run_name,
+                        'params': {key: _param_value(value)
+                                   for key, value in sorted(flatten(overrides).items())},
+                        'tags': {key: str(value) for key, value in tags.items()}})
+        run = cls(journal, target.tracking_uri)
+        run._wake.set()
+        return run
 
     def log_metrics(self, metrics: Mapping[str, Any]) -> None:
         """Logs the numeric ``val/``, ``pseudo/``, ``stage1/``, ``time/`` values; the step is the
-        ``val/iter`` or ``stage1/iter`` of ``metrics`` (else the last step logged)."""
-        from mlflow.entities import Metric
-
+        ``val/iter`` or ``stage1/iter`` of ``metrics`` (else the last step logged). A value this
+        run logged already for the key at that step is not logged again (the final result
+        repeats the last validation)."""
         step = next((int(metrics[key]) for key in STEP_KEYS if key in metrics), self.last_step)
         self.last_step = step
         now = int(time.time() * 1000)
-        batch = [Metric(key, float(value), now, step) for key, value in metrics.items()
+        batch = [[key, float(value), now, step] for key, value in metrics.items()
                  if key.startswith(METRIC_PREFIXES) and key not in STEP_KEYS
-                 and isinstance(value, numbers.Real) and not isinstance(value, bool)]
+                 and isinstance(value, numbers.Real) and not isinstance(value, bool)
+                 and self.logged.get(key) != (step, float(value))]
+        self.logged.update({key: (step, value) for key, value, _, step in batch})
         if batch:
-            self.client.log_batch(self.run_id, metrics=batch)
+            self.submit({'op': 'log_batch', 'metrics': batch, 'params': [], 'tags': []})
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """Sets tags of the child run (values as text)."""
+        self.submit({'op': 'log_batch', 'metrics': [], 'params': [],
+                     'tags': [[key, str(value)] for key, value in tags.items()]})
+
+    def log_artifact(self, path: Path, artifact_path: Optional[str] = None) -> None:
+        """Logs a file, or a folder's files, under ``artifact_path`` of the child run. The file
+        is read when the operation is delivered: it must stay in place until then."""
+        self.submit({'op': 'log_artifact', 'path': str(Path(path).resolve()),
+                     'artifact_path': artifact_path})
 
     def log_result(self, result: Mapping[str, Any], work_dir: Path) -> None:
         """Logs the final metrics of ``run_trial``, the trial's artifacts and its stage-1 run
         (tag ``stage1_run``: the folder name, a digest of the resolved stage-1 config, which the
         trials that share that run share)."""
         self.log_metrics(result)
-        self.client.set_tag(self.run_id, STAGE1_RUN_TAG, Path(result['stage1_config']).parent.name)
+        self.set_tags({STAGE1_RUN_TAG: Path(result['stage1_config']).parent.name})
         grid = write_pseudo_mask_grid(Path(result['stage1_config']),
                                       float(result['saliency_threshold']),
                                       Path(work_dir) / 'pseudo_masks.png')
-        self.client.log_artifact(self.run_id, result['stage1_config'], 'configs')
-        self.client.log_artifact(self.run_id, result['stage2_config'], 'configs')
-        self.client.log_artifacts(self.run_id, str(Path(result['split_file']).parent), 'splits')
-        self.client.log_artifact(self.run_id, str(grid))
+        self.log_artifact(result['stage1_config'], 'configs')
+        self.log_artifact(result['stage2_config'], 'configs')
+        self.log_artifact(Path(result['split_file']).parent, 'splits')
+        self.log_artifact(grid)
 
     def log_final_record(self, result: Mapping[str, Any], result_file: Path) -> None:
         """Records a finished trial's final figures: ``result_file`` (the trial's
         ``result.json``, whose content ``result`` is) as the artifact :data:`RECORD_ARTIFACT` and
         :func:`record_text` as the tag :data:`RECORD_TAG`. Logging it again (a resumed trial that
         had finished) writes the same record."""
-        self.client.log_artifact(self.run_id, str(result_file))
-        self.client.set_tag(self.run_id, RECORD_TAG, record_text(result))
+        self.log_artifact(result_file)
+        self.set_tags({RECORD_TAG: record_text(result)})
 
     def finish(self, status: str = 'FINISHED') -> None:
-        self.client.set_terminated(self.run_id, status=status)
+        """Ends the run with ``status`` and waits until the journal is delivered, the store does
+        not answer (asked every second; an ``http(s)`` store's ``/health`` within
+        :data:`harness.validation.SERVER_TIMEOUT_S`), or :data:`FINISH_WAIT_S` seconds passed,
+        whichever comes first."""
+        self.submit({'op': 'set_terminated', 'status': status})
+        self._stop.set()
+        self._wake.set()
+        deadline = time.monotonic() + FINISH_WAIT_S
+        while time.monotonic() < deadline:
+            self._writer.join(min(1.0, max(deadline - time.monotonic(), 0.0)))
+            if not self._writer.is_alive() or not _store_answers(self.tracking_uri):
+                return
+
+    def submit(self, operation: Mapping[str, Any]) -> None:
+        """Appends one journal operation (see :class:`Journal`) and wakes the writer."""
+        self.journal.append(operation)
+        self._wake.set()
+
+    def _deliver_loop(self) -> None:
+        from mlflow import MlflowClient
+
+        client = MlflowClient(self.tracking_uri)
+        delay = 0.0
+        with self.journal.delivering(wait=True):
+            while True:
+                self._wake.wait(None if delay == 0 else delay)
+                self._wake.clear()
+                stopping = self._stop.is_set()
+                try:
+                    # Ask first while it is down: MLflow's own retries of a call take minutes.
+                    if self.store_down and not _store_answers(self.tracking_uri):
+                        raise StoreUnreachable(f'{self.tracking_uri} does not answer')
+                    deliver(self.journal, client)
+                    self.store_down, delay = False, 0.0
+                except StoreUnreachable as error:
+                    if not self.store_down:
+                        print(f'MLflow store {self.tracking_uri} did not answer ({error}); the '
+                              f'trial goes on and {self.journal.path} keeps its records until '
+                              'it answers', file=sys.stderr, flush=True)
+                    self.store_down = True
+                    delay = min(max(2 * delay, RETRY_MIN_S), RETRY_MAX_S)
+                self._tried.set()
+                if stopping:
+                    return
+
+
+def _store_answers(tracking_uri: str) -> bool:
+    """Whether the store answers; an ``http(s)`` server is asked for ``/health`` (seconds, not
+    MLflow's minutes of retries), other stores are assumed to."""
+    from harness.validation import InvalidSetting, check_tracking_uri
+
+    try:
+        check_tracking_uri(tracking_uri, create=True)
+    except InvalidSetting:
+        return False
+    return True
+
+
+def _target_of(journal: Journal) -> Dict[str, str]:
+    with open(journal.path, encoding='utf-8') as handle:
+        return json.loads(handle.readline())['target']
+
+
+def _merged(operations: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """One operation; consecutive ``log_batch`` operations as one."""
+    if len(operations) == 1:
+        return operations[0]
+    return {'op': 'log_batch', **{field: [item for op in operations for item in op[field]]
+                                  for field in ('metrics', 'params', 'tags')}}
+
+
+def _send(client: Any, operation: Mapping[str, Any], run_id: Optional[str]) -> str:
+    """Performs one journal operation on ``client``; returns the child run id."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    kind = operation['op']
+    if kind == 'open':
+        return _open_child_run(client, operation)
+    if kind == 'log_batch':
+        client.log_batch(run_id, metrics=[Metric(*point) for point in operation['metrics']],
+                         params=[Param(*pair) for pair in operation['params']],
+                         tags=[RunTag(*pair) for pair in operation['tags']])
+    elif kind == 'log_artifact':
+        path = Path(operation['path'])
+        if path.is_dir():
+            client.log_artifacts(run_id, str(path), operation['artifact_path'])
+        elif path.is_file():
+            client.log_artifact(run_id, str(path), operation['artifact_path'])
+        else:
+            print(f'{path} is gone: not logged to MLflow run {run_id}', file=sys.stderr,
+                  flush=True)
+    elif kind == 'set_terminated':
+        client.set_terminated(run_id, status=operation['status'])
+    else:
+        raise ValueError(f'unknown journal operation {kind!r}')
+    return run_id
+
+
+def _open_child_run(client: Any, operation: Mapping[str, Any]) -> str:
+    """Finds the child run tagged ``trial_id`` under the parent (marked RUNNING again), or
+    creates it; logs the params it does not hold yet."""
+    target = TrackingTarget(**operation['target'])
+    trial_id = operation['trial_id']
+    found = client.search_runs(
+        [target.experiment_id],
+        filter_string=f"tags.trial_id = '{trial_id}' and "
+                      f"tags.`{PARENT_TAG}` = '{target.parent_run_id}'",
+        max_results=1)
+    if found:
+        run_id = found[0].info.run_id
+        client.update_run(run_id, status='RUNNING')
+    else:
+        run_id = client.create_run(target.experiment_id, run_name=operation['run_name'], tags={
+            ROLE_TAG: 'trial', PARENT_TAG: target.parent_run_id, 'trial_id': trial_id,
+            'sweep_name': target.sweep_name, 'git_commit': target.git_commit,
+            **operation['tags']}).info.run_id
+    _log_params(client, run_id, operation['params'])
+    return run_id
 
 
 def write_pseudo_mask_grid(stage1_config: Path, threshold: float, out_path: Path,

@@ -233,7 +233,7 @@ def test_ird_table_tells_stage1_runs_apart_by_their_folder_not_their_seed(tracki
                                                       ('c3d4', 20.0)]):
         run = log_trial(target, f'i{index}', 0.5, 0.5, 0, 60.0)
         run.log_metrics({'ird/precision': precision, 'ird/recall': 50.0, 'stage1/iter': 600})
-        run.client.set_tag(run.run_id, tracking.STAGE1_RUN_TAG, stage1_run)
+        run.set_tags({tracking.STAGE1_RUN_TAG: stage1_run})
         finish_trial(run, tmp_path, **{'ird/precision': precision, 'ird/recall': 50.0})
     row, = report.report('ablation', tracking_uri, tmp_path / 'ablation.png')['ird']
     assert row['stage1_runs'] == 2 and row['ird/precision'] == 50.0
