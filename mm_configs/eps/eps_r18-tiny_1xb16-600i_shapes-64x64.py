@@ -1,6 +1,6 @@
 # EPS stage 1 (overlap-ratio saliency loss, CVPR 2021) on the bundled dataset.
 _base_ = './epspp-ird_r18-tiny_1xb16-600i_shapes-64x64.py'
-model = dict(loss_sal=dict(_delete_=True, type='EPSLoss', tau=0.4, lam=0.5))
+model = dict(loss_sal=dict(_delete_=True, type='EPSLoss', tau=0.4, lam=0.5, resize='bilinear'))
 # No IRD, so no IRD diagnostics: pseudo-masks only.
 custom_hooks = [
     dict(type='PAMRHook', dataloader={{_base_.pseudo_mask_dataloader}}, out_dir='pseudo_masks')

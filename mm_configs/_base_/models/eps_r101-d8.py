@@ -13,4 +13,7 @@ model = dict(
         strides=(1, 2, 1, 1),
         dilations=(1, 1, 2, 4),
         norm_cfg=norm_cfg),
-    decode_head=dict(in_channels=2048, num_classes=20))
+    decode_head=dict(in_channels=2048, num_classes=20),
+    # A saliency map of another size than the compared maps is resized as the EPS code does
+    # (F.interpolate's default, nearest; see docs/eps_fidelity.md).
+    loss_sal=dict(resize='nearest'))

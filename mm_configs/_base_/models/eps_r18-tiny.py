@@ -31,7 +31,8 @@ model = dict(
         # Nothing is dropped for the first third of training: from scratch the network would
         # otherwise settle on background everywhere (see IRDLoss).
         warmup_iters=200,
-        pamr=dict(type='PAMR', num_iter=10, dilations=(1, 2, 4, 8, 12, 24))),
+        pamr=dict(type='PAMR', num_iter=10, dilations=(1, 2, 4, 8, 12, 24)),
+        resize='bilinear'),
     # Pseudo-masks: one pass (EPS's inference: scales=(0.5, 1.0, 1.5, 2.0), flip=True), the
     # learned background, PAMR, no dense CRF: crf=dict(type='DenseCRF') adds it with PSA's
     # parameters (an empty dict, not None, so that a config or an override can fill it in).
