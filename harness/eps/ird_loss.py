@@ -28,11 +28,11 @@ class IRDLoss(SaliencyLoss):
     to it (bilinear) and PAMR's affinities come from the image itself. (Refining at the
     resolution of the maps, as the reference PAMR code does at output stride 4, erased the small
     objects of 64-pixel images at output stride 8, whose maps are 8x8.) ``M_fg``, ``M_r`` and
-    ``M_s`` lie on one pixel grid: every map smaller than the image is upsampled bilinearly with
-    ``align_corners=False`` (mmseg's convention) before anything else, the map that PAMR refines
-    included (PAMR's own upsampling, ``align_corners=True``, would shift ``M_r`` by up to half a
-    map cell against ``M_fg`` and ``M_s``, and ``N`` would mark a band along every edge). A
-    saliency map of another size than the image is resized as ``resize`` says.
+    ``M_s`` lie on one pixel grid: the probabilities and the map that PAMR refines are upsampled
+    to the image bilinearly with ``align_corners=False`` (mmseg's convention) before anything
+    else (PAMR's own upsampling, ``align_corners=True``, would shift ``M_r`` by up to half a map
+    cell against ``M_fg`` and ``M_s``, and ``N`` would mark a band along every edge). A saliency
+    map of another size than the image is resized as ``resize`` says.
 
     Warm-up: at initialisation the softmax gives every present class about ``1 / (C + 1)``, so
     ``B(M_r)`` is 0 everywhere, every salient pixel counts as inconsistent and is dropped, and
