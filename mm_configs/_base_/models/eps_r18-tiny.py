@@ -32,6 +32,7 @@ model = dict(
         # otherwise settle on background everywhere (see IRDLoss).
         warmup_iters=200,
         pamr=dict(type='PAMR', num_iter=10, dilations=(1, 2, 4, 8, 12, 24)),
+        # Only for a saliency map of another size than the image, which training never passes.
         resize='bilinear'),
     # Pseudo-masks: one pass (EPS's inference: scales=(0.5, 1.0, 1.5, 2.0), flip=True), the
     # learned background, PAMR, no dense CRF: crf=dict(type='DenseCRF') adds it with PSA's
