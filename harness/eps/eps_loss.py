@@ -17,20 +17,29 @@ class EPSLoss(SaliencyLoss):
     copes with classes the saliency detector misses). With ``M_fg`` the sum of foreground maps and
     ``M_bg`` the sum of the background map and the background-counted class maps, the estimated
     saliency is ``lam * M_fg + (1 - lam) * (1 - M_bg)`` and the loss is its mean squared error to
-    the saliency map ``M_s``.
+    the saliency map ``M_s``, at the resolution of the maps (``M_s`` is resized to it as
+    ``resize`` says; the EPS code resizes ``'nearest'``).
+
+    The overlap ratio's denominator is ``|B(M_i)| + 1e-4``. The EPS code adds the ``1e-4`` to
+    every pixel before summing, ``|B(M_i)| + 1e-4 h w`` (0.31 for 56x56 maps): its ratio is a
+    little lower, which changes the foreground / background decision only for a class whose
+    ratio lies within about ``1e-4 h w / |B(M_i)|`` above ``tau`` (a class covering a few
+    pixels). A class with an empty ``B(M_i)`` has ratio 0 in both.
 
     Args:
         tau: Overlap-ratio threshold (0.4 in EPS).
         lam: Mixing weight ``lambda`` of foreground and background terms (0.5 in EPS).
+        resize: ``'nearest'`` or ``'bilinear'``: how ``M_s`` is resized to the maps (see
+            :class:`SaliencyLoss`).
         loss_weight: Factor on the loss.
         loss_name: Key in the loss dict.
 
     Shapes: as :class:`SaliencyLoss`; ``images`` is not used.
     """
 
-    def __init__(self, tau: float = 0.4, lam: float = 0.5, loss_weight: float = 1.0,
-                 loss_name: str = 'loss_sal') -> None:
-        super().__init__(loss_weight=loss_weight, loss_name=loss_name)
+    def __init__(self, tau: float = 0.4, lam: float = 0.5, resize: str = 'nearest',
+                 loss_weight: float = 1.0, loss_name: str = 'loss_sal') -> None:
+        super().__init__(resize=resize, loss_weight=loss_weight, loss_name=loss_name)
         if not 0.0 <= tau <= 1.0 or not 0.0 <= lam <= 1.0:
             raise ValueError(f'EPSLoss: tau and lam must lie in [0, 1], got tau={tau}, lam={lam}')
         self.tau = tau

@@ -2,6 +2,7 @@
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from mmengine.logging import MessageHub
 from torch import Tensor
 
@@ -26,7 +27,12 @@ class IRDLoss(SaliencyLoss):
     The loss is computed at the resolution of the input image: the probabilities are upsampled
     to it (bilinear) and PAMR's affinities come from the image itself. (Refining at the
     resolution of the maps, as the reference PAMR code does at output stride 4, erased the small
-    objects of 64-pixel images at output stride 8, whose maps are 8x8.)
+    objects of 64-pixel images at output stride 8, whose maps are 8x8.) ``M_fg``, ``M_r`` and
+    ``M_s`` lie on one pixel grid: the probabilities and the map that PAMR refines are upsampled
+    to the image bilinearly with ``align_corners=False`` (mmseg's convention) before anything
+    else (PAMR's own upsampling, ``align_corners=True``, would shift ``M_r`` by up to half a map
+    cell against ``M_fg`` and ``M_s``, and ``N`` would mark a band along every edge). A saliency
+    map of another size than the image is resized as ``resize`` says.
 
     Warm-up: at initialisation the softmax gives every present class about ``1 / (C + 1)``, so
     ``B(M_r)`` is 0 everywhere, every salient pixel counts as inconsistent and is dropped, and
@@ -52,6 +58,8 @@ class IRDLoss(SaliencyLoss):
         pamr: Config of the :class:`PAMR` module that yields ``M_r``.
         refine: ``'cam'`` or ``'softmax'``: the foreground map that PAMR refines (see above).
         warmup_iters: Iterations before inconsistent regions are dropped (0: from the start).
+        resize: ``'nearest'`` or ``'bilinear'``: how a saliency map of another size than the
+            image is resized to it (see :class:`SaliencyLoss`).
         loss_weight: Factor on the loss.
         loss_name: Key in the loss dict.
 
@@ -60,9 +68,9 @@ class IRDLoss(SaliencyLoss):
 
     def __init__(self, threshold: float = 0.5,
                  pamr: dict = dict(type='PAMR', num_iter=10, dilations=(1, 2, 4, 8, 12, 24)),
-                 refine: str = 'cam', warmup_iters: int = 0, loss_weight: float = 1.0,
-                 loss_name: str = 'loss_sal') -> None:
-        super().__init__(loss_weight=loss_weight, loss_name=loss_name)
+                 refine: str = 'cam', warmup_iters: int = 0, resize: str = 'nearest',
+                 loss_weight: float = 1.0, loss_name: str = 'loss_sal') -> None:
+        super().__init__(resize=resize, loss_weight=loss_weight, loss_name=loss_name)
         if not 0.0 < threshold < 1.0:
             raise ValueError(f'IRDLoss: threshold must lie in (0, 1), got {threshold}')
         if refine not in REFINED_MAPS:
@@ -116,12 +124,15 @@ class IRDLoss(SaliencyLoss):
         return (refined > self.threshold) != (saliency > self.threshold)
 
     def map_to_refine(self, maps: Tensor, labels: Tensor, foreground: Tensor) -> Tensor:
-        """The foreground map ``[B, 1, h, w]`` in [0, 1] that PAMR refines into ``M_r``."""
+        """The foreground map ``[B, 1, H, W]`` in [0, 1] that PAMR refines into ``M_r``, on the
+        pixel grid of ``foreground`` (``M_fg``, ``[B, 1, H, W]``)."""
         if self.refine == 'softmax':
             return foreground.detach()
         cams = torch.relu(maps[:, 1:].detach())
         cams = cams / cams.amax(dim=(2, 3), keepdim=True).clamp(min=1e-5)
-        return (cams * labels.to(cams.dtype)[:, :, None, None]).amax(dim=1, keepdim=True)
+        cam = (cams * labels.to(cams.dtype)[:, :, None, None]).amax(dim=1, keepdim=True)
+        return F.interpolate(cam, size=foreground.shape[-2:], mode='bilinear',
+                             align_corners=False)
 
     def warming_up(self) -> bool:
         """Whether the runner's current training iteration is still within ``warmup_iters``."""

@@ -23,7 +23,8 @@ paths, all equal to the reference up to float rounding:
 inputs                                      path
 ==========================================  =====================================================
 CUDA, float32, no gradient needed           ``'triton'`` where ``triton`` imports and its kernels
-                                            compile (else ``'shifted'``, with one warning)
+                                            pass their probe (else ``'shifted'``, with one
+                                            warning)
 CUDA otherwise (float64, or gradients)      ``'shifted'``
 CPU, ``K > CPU_SHIFTED_MAX_CLASSES``        ``'embedding_bag'``
 CPU, ``K <= CPU_SHIFTED_MAX_CLASSES``       ``'shifted'``
@@ -34,6 +35,14 @@ other devices                               ``'shifted'``
 neighbour that only several classes amortise, while ``shifted`` pays per class; on CUDA the
 Triton kernels read the masks and image once per iteration where the others make a pass over
 the masks per neighbour. ``benchmarks/bench_pamr.py`` times every path at K = 21 and K = 1.
+
+The probe (:func:`triton_probe_failure`): before ``'auto'`` first takes the Triton path in a
+process, for a device, number of image channels, number of classes and dilations (what the
+kernels are compiled for), it refines a small random input (2 images of 16x12 pixels, 2
+iterations) with the Triton kernels and with ``'shifted'``. Where the kernels fail to compile or
+launch, or their result differs by more than ``TRITON_PROBE_TOLERANCE`` anywhere, ``'auto'``
+takes ``'shifted'`` for such inputs from then on, after one warning that says why. A forced
+``path='triton'`` is not probed.
 """
 import functools
 import warnings
@@ -53,6 +62,10 @@ PATHS = ('auto', 'embedding_bag', 'shifted', 'triton')
 # 2 cores (batch 8, image 128x128, 10 iterations), shifted / embedding_bag: 43 / 146 ms at
 # K = 1, 50 / 108 ms at K = 2, 89 / 93 ms at K = 4, 224 / 113 ms at K = 21.
 CPU_SHIFTED_MAX_CLASSES = 2
+# Largest difference from the 'shifted' path, on the probe's values in [0, 1], for which 'auto'
+# trusts the Triton kernels: the tolerance the tests hold every path to against the reference.
+TRITON_PROBE_TOLERANCE = 1e-5
+TRITON_PROBE_ITERATIONS = 2
 
 
 @functools.lru_cache(maxsize=None)
@@ -63,6 +76,42 @@ def triton_kernels() -> Optional[ModuleType]:
     except ImportError:
         return None
     return pamr_triton
+
+
+@functools.lru_cache(maxsize=None)
+def triton_probe_failure(device: torch.device, channels: int, num_classes: int,
+                         dilations: Tuple[int, ...]) -> Optional[str]:
+    """Why the Triton kernels must not refine ``[B, channels, H, W]`` images with
+    ``num_classes`` masks and these dilations on ``device``, or ``None`` where they passed the
+    probe (see the module docstring). Runs once per process and arguments; warns once when they
+    fail."""
+    kernels = triton_kernels()
+    if kernels is None:
+        failure = 'triton cannot be imported'
+    else:
+        reference = PAMR(TRITON_PROBE_ITERATIONS, dilations, path='shifted').to(device)
+        generator = torch.Generator().manual_seed(0)
+        image = torch.rand(2, channels, 16, 12, generator=generator).to(device)
+        masks = torch.rand(2, num_classes, 16, 12, generator=generator).to(device)
+        try:
+            with torch.no_grad():
+                expected = reference._refine_shifted(image, masks)
+                refined = kernels.refine(image, masks, reference.offset_table, len(dilations),
+                                         TRITON_PROBE_ITERATIONS)
+            difference = (refined - expected).abs().max().item()
+            failure = (None if difference <= TRITON_PROBE_TOLERANCE else
+                       f'they differ from the torch path by up to {difference:.3g} (more than '
+                       f'{TRITON_PROBE_TOLERANCE:g}) on a probe')
+        # Triton reports a kernel that cannot compile or launch here (no GPU driver, no C
+        # compiler, a ptxas error) with exceptions of several types.
+        except Exception as error:
+            failure = f'{type(error).__name__}: {error}'
+    if failure is not None:
+        warnings.warn(f'PAMR: the Triton kernels failed their check on {device} for '
+                      f'{channels}-channel images, {num_classes} classes and dilations '
+                      f"{dilations} ({failure}); falling back to the 'shifted' path",
+                      RuntimeWarning)
+    return failure
 
 
 def choose_path(device_type: str, dtype: torch.dtype, needs_grad: bool, num_classes: int,
@@ -139,11 +188,14 @@ class PAMR(nn.Module):
         """The path that :meth:`forward` takes for these inputs (``self.path`` unless 'auto')."""
         if self.path != 'auto':
             return self.path
-        # Only CUDA inputs pay for importing triton.
-        triton_usable = (image.is_cuda and self.triton_failure is None
-                         and triton_kernels() is not None)
-        return choose_path(image.device.type, _computation_dtype(image, masks),
-                           _needs_grad(image, masks), masks.shape[1], triton_usable)
+        path = choose_path(image.device.type, _computation_dtype(image, masks),
+                           _needs_grad(image, masks), masks.shape[1],
+                           triton_usable=self.triton_failure is None)
+        # Only inputs that would take the Triton path pay for importing triton and its probe.
+        if path == 'triton' and triton_probe_failure(image.device, image.shape[1],
+                                                     masks.shape[1], self.dilations):
+            return 'shifted'
+        return path
 
     def forward(self, image: Tensor, masks: Tensor) -> Tensor:
         """Refines ``masks`` along the edges of ``image``.

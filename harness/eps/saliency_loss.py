@@ -8,6 +8,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+SALIENCY_RESIZE_MODES = ('nearest', 'bilinear')
+
 
 def float32_loss(forward: Callable[..., Tensor]) -> Callable[..., Tensor]:
     """Decorates a saliency loss's ``forward(maps, saliency, labels, images=None)`` to compute
@@ -34,10 +36,20 @@ class SaliencyLoss(nn.Module):
 
     The maps are turned into probabilities by a softmax over the ``C + 1`` channels (channel 0 =
     background); probabilities and saliency are compared at one resolution, by default that of
-    the maps (the saliency map is resized to it, bilinear). Subclasses decorate ``forward`` with
-    :func:`float32_loss`, so that the losses are computed in float32 under mixed precision too.
+    the maps. Subclasses decorate ``forward`` with :func:`float32_loss`, so that the losses are
+    computed in float32 under mixed precision too.
+
+    How the saliency map ``M_s`` is brought to that resolution (``resize``):
+
+    - ``'nearest'``: ``F.interpolate``'s default mode, as the EPS code (``get_eps_loss``) does.
+      Shrinking by a factor ``s`` keeps one pixel of every ``s x s`` cell, its top-left one:
+      the map stays as sharp (and as binary) as the detector made it.
+    - ``'bilinear'`` (``align_corners=False``): the value at each cell's centre, interpolated
+      between the four pixels around it (no averaging over the cell either).
 
     Args:
+        resize: ``'nearest'`` or ``'bilinear'``: how the saliency map is resized (see above);
+            not used when it already has the size the loss compares at.
         loss_weight: Factor on the loss.
         loss_name: Key in the loss dict; starts with ``loss_`` so MMEngine back-propagates it.
 
@@ -49,8 +61,13 @@ class SaliencyLoss(nn.Module):
         Returns a scalar.
     """
 
-    def __init__(self, loss_weight: float = 1.0, loss_name: str = 'loss_sal') -> None:
+    def __init__(self, resize: str = 'nearest', loss_weight: float = 1.0,
+                 loss_name: str = 'loss_sal') -> None:
         super().__init__()
+        if resize not in SALIENCY_RESIZE_MODES:
+            raise ValueError(f'{type(self).__name__}: resize must be one of '
+                             f'{SALIENCY_RESIZE_MODES}, got {resize!r}')
+        self.resize = resize
         self.loss_weight = loss_weight
         self._loss_name = loss_name
 
@@ -62,9 +79,10 @@ class SaliencyLoss(nn.Module):
                                    size: Optional[Sequence[int]] = None) -> Tuple[Tensor, Tensor]:
         """Checks the shapes; returns ``(softmax(maps), saliency)`` at ``size`` (default: the maps').
 
-        Shapes: ``[B, C+1, h, w]`` and ``[B, 1, h, w]`` with ``(h, w) = size``; both resized
-        bilinearly where needed, in the dtype of ``maps`` (float32 in a forward decorated with
-        :func:`float32_loss`).
+        Shapes: ``[B, C+1, h, w]`` and ``[B, 1, h, w]`` with ``(h, w) = size``, in the dtype of
+        ``maps`` (float32 in a forward decorated with :func:`float32_loss`); where needed the
+        probabilities are resized bilinearly (``align_corners=False``) and the saliency map as
+        ``resize`` says.
         """
         name = type(self).__name__
         if maps.dim() != 4 or saliency.dim() != 4 or saliency.shape[1] != 1:
@@ -79,5 +97,6 @@ class SaliencyLoss(nn.Module):
             probs = F.interpolate(probs, size=size, mode='bilinear', align_corners=False)
         saliency = saliency.to(maps.dtype)
         if saliency.shape[-2:] != size:
-            saliency = F.interpolate(saliency, size=size, mode='bilinear', align_corners=False)
+            saliency = F.interpolate(saliency, size=size, mode=self.resize,
+                                     align_corners=False if self.resize == 'bilinear' else None)
         return probs, saliency

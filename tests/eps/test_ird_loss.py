@@ -30,8 +30,9 @@ def reference_ird_loss(maps, saliency, labels, images, threshold, refine, pamr):
 
     Per image: ``M_fg`` is the sum of the upsampled softmax maps of the present classes; the map
     that PAMR refines is ``M_fg`` (``'softmax'``) or the pixel-wise max of the present classes'
-    max-normalised CAMs at map resolution (``'cam'``); the loss is the mean squared error over
-    the pixels where ``B(M_r)`` and ``B(M_s)`` agree. The batch loss is the mean of the images'.
+    max-normalised CAMs at map resolution, upsampled like ``M_fg`` (``'cam'``); the loss is the
+    mean squared error over the pixels where ``B(M_r)`` and ``B(M_s)`` agree. The batch loss is
+    the mean of the images'.
     """
     per_image = []
     for image_maps, image_saliency, image_labels, image in zip(maps, saliency, labels, images):
@@ -43,7 +44,9 @@ def reference_ird_loss(maps, saliency, labels, images, threshold, refine, pamr):
             to_refine = foreground
         else:
             cams = image_maps[present].clamp(min=0)
-            to_refine = (cams / cams.amax(dim=(1, 2), keepdim=True)).amax(0)
+            cam = (cams / cams.amax(dim=(1, 2), keepdim=True)).amax(0)
+            to_refine = F.interpolate(cam[None, None], size=image.shape[-2:], mode='bilinear',
+                                      align_corners=False)[0, 0]
         with torch.no_grad():
             refined = pamr(image[None], to_refine[None, None])[0, 0]
         kept = (refined > threshold) == (image_saliency[0] > threshold)
@@ -160,6 +163,39 @@ def test_matches_the_formula_with_the_reference_pamr_on_maps_smaller_than_the_im
     unrefined = reference_ird_loss(maps, saliency, labels, images, 0.5, refine,
                                    ReferencePAMR(0, DEFAULT_DILATIONS))
     assert abs(unrefined.item() - expected.item()) > 1e-4
+
+
+def test_refined_cam_lies_on_the_grid_of_the_foreground_and_the_saliency():
+    # One class, CAM [0, 1] on a 1x2 map, image 1x8, unrefined, threshold 0.2. Upsampled as M_fg
+    # is (align_corners=False) the CAM is [0, 0, 0.125, 0.375, 0.625, 0.875, 1, 1], so
+    # B(M_r) = [0, 0, 0, 1, 1, 1, 1, 1], which is B(M_s) here: nothing is inconsistent. With
+    # align_corners=True (PAMR's own upsampling) it would be [0, 1/7, 2/7, ...]: pixel 2 would
+    # be dropped, a band one pixel wide at the edge.
+    maps = torch.tensor([[0.0, 0.0], [0.0, 1.0]]).view(1, 2, 1, 2)
+    saliency = row(0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+    loss = IRDLoss(threshold=0.2, pamr=NO_REFINEMENT, refine='cam')
+    inconsistent = loss.inconsistent_region(maps, saliency, torch.ones(1, 1),
+                                            torch.zeros(1, 3, 1, 8))
+    assert not inconsistent.any()
+
+
+# One class of probability 0.75 at every pixel of a 1x4 map and image; M_r = M_fg (unrefined), so
+# B(M_r) = 1 everywhere. The saliency map [0, 1] of 1x2 pixels is upsampled to the image:
+#   'nearest'  [0, 0, 1, 1]          pixels 0 and 1 dropped, kept: (1 - 0.75)^2 twice
+#   'bilinear' [0, 0.25, 0.75, 1]    pixels 0 and 1 dropped, kept: (0.75 - 0.75)^2, (1 - 0.75)^2
+@pytest.mark.parametrize('resize,expected', [('nearest', 0.25 ** 2),
+                                             ('bilinear', 0.25 ** 2 / 2)])
+def test_saliency_of_another_size_is_resized_as_chosen(resize, expected):
+    maps = log_probs([0.25, 0.75], [0.25, 0.75], [0.25, 0.75], [0.25, 0.75])
+    loss = IRDLoss(threshold=0.5, resize=resize, **LITERAL)
+    value = loss(maps, row(0.0, 1.0), torch.ones(1, 1), torch.zeros(1, 3, 1, 4))
+    assert value.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_rejects_unknown_resize_mode():
+    with pytest.raises(ValueError, match=r"IRDLoss: resize must be one of \('nearest', "
+                                         r"'bilinear'\), got 'area'"):
+        IRDLoss(resize='area')
 
 
 def test_rejects_unknown_refined_map():

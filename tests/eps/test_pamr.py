@@ -1,15 +1,18 @@
 """PAMR: every path equal to the conv-based reference of Araslanov & Roth (CVPR 2020), plus its
 invariants and the rule that picks a path."""
 import os
+import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 from reference_pamr import ReferencePAMR
 
-from harness.eps.pamr import CPU_SHIFTED_MAX_CLASSES, PAMR, choose_path, triton_kernels
+from harness.eps.pamr import (CPU_SHIFTED_MAX_CLASSES, PAMR, choose_path, triton_kernels,
+                              triton_probe_failure)
 from mmseg.registry import MODELS
 
 DEFAULT_DILATIONS = (1, 2, 4, 8, 12, 24)
@@ -238,3 +241,88 @@ def test_auto_falls_back_to_shifted_where_the_triton_kernels_cannot_run():
     with pytest.raises(Exception) as forced:
         PAMR(2, path='triton')(image, masks)
     assert f'{forced.typename}: {forced.value}' == pamr.triton_failure
+
+
+# In Triton's interpreter: the probe of the genuine kernels, then 'auto' on a device where it
+# picks the Triton path (CPU taken for CUDA by choose_path) with a propagation kernel that
+# forgets to read the neighbours. Saves what it saw for the test to check.
+PROBE_SCRIPT = '''
+import sys, warnings
+import torch
+import triton
+import triton.language as tl
+from harness.eps import pamr as pamr_module, pamr_triton
+from harness.eps.pamr import PAMR
+
+
+@triton.jit
+def copying_kernel(image_ptr, offsets_ptr, scale_ptr, logit_max_ptr, inverse_sum_ptr, source_ptr,
+                   target_ptr, height, width, padded_classes, NUM_OFFSETS: tl.constexpr,
+                   BLOCK_PIXELS: tl.constexpr, BLOCK_CHANNELS: tl.constexpr,
+                   BLOCK_CLASSES: tl.constexpr):
+    batch = tl.program_id(1).to(tl.int64)
+    pixels = tl.program_id(0) * BLOCK_PIXELS + tl.arange(0, BLOCK_PIXELS)
+    classes = tl.program_id(2) * BLOCK_CLASSES + tl.arange(0, BLOCK_CLASSES)
+    inside = (pixels < height * width)[:, None]
+    tile = (batch * height * width * padded_classes + pixels[:, None] * padded_classes
+            + classes[None, :])
+    tl.store(target_ptr + tile, tl.load(source_ptr + tile, mask=inside), mask=inside)
+
+
+image, masks = torch.load(sys.argv[1])
+choose_path = pamr_module.choose_path
+pamr_module.choose_path = lambda device_type, *args, **kwargs: choose_path('cuda', *args, **kwargs)
+seen = {}
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter('always')
+    seen['genuine_path'] = PAMR(2, (1, 2)).select_path(image, masks)
+    pamr_triton._propagate_kernel = copying_kernel
+    pamr_module.triton_probe_failure.cache_clear()
+    seen['forced'] = PAMR(2, (1, 2), path='triton')(image, masks)
+    pamr = PAMR(2, (1, 2))
+    seen['auto'] = [pamr(image, masks), pamr(image, masks), PAMR(2, (1, 2))(image, masks)]
+    seen['wrong_path'] = pamr.select_path(image, masks)
+seen['warnings'] = [f'{w.category.__name__}: {w.message}' for w in caught]
+torch.save(seen, sys.argv[2])
+'''
+
+
+def test_auto_falls_back_once_where_the_triton_kernels_fail_their_probe(tmp_path):
+    """A propagation kernel that runs but computes the wrong thing: 'auto' probes it before its
+    first use, warns once and refines with the shifted path; the genuine kernels pass."""
+    if triton_kernels() is None:
+        pytest.skip('triton is not installed: the Triton probe of PAMR is not checked')
+    image, masks = _inputs(2, 3, 3, (12, 10), (4, 4))
+    torch.save((image, masks), tmp_path / 'inputs.pt')
+    (tmp_path / 'probe.py').write_text(PROBE_SCRIPT)
+    subprocess.run([sys.executable, str(tmp_path / 'probe.py'), str(tmp_path / 'inputs.pt'),
+                    str(tmp_path / 'seen.pt')], cwd=PROJECT_ROOT, check=True,
+                   env={**os.environ, 'TRITON_INTERPRET': '1',
+                        'PYTHONPATH': os.pathsep.join(filter(None, [
+                            str(PROJECT_ROOT), os.environ.get('PYTHONPATH')]))})
+    seen = torch.load(tmp_path / 'seen.pt')
+    expected = ReferencePAMR(2, (1, 2))(image, masks)
+    assert seen['genuine_path'] == 'triton'
+    assert (seen['forced'] - expected).abs().max().item() > 1e-2  # the kernel is wrong
+    for refined in seen['auto']:
+        assert (refined - expected).abs().max().item() < 1e-5
+    assert seen['wrong_path'] == 'shifted'
+    assert len(seen['warnings']) == 1
+    assert re.fullmatch(
+        r"RuntimeWarning: PAMR: the Triton kernels failed their check on cpu for 3-channel "
+        r"images, 3 classes and dilations \(1, 2\) \(they differ from the torch path by up to "
+        r"[0-9.e-]+ \(more than 1e-05\) on a probe\); falling back to the 'shifted' path",
+        seen['warnings'][0])
+
+
+def test_probe_reports_kernels_that_cannot_launch_and_warns_once():
+    """Without a GPU (and without the interpreter) the kernels cannot launch on CPU tensors."""
+    if triton_kernels() is None:
+        pytest.skip('triton is not installed: there is no Triton failure to probe')
+    triton_probe_failure.cache_clear()
+    with pytest.warns(RuntimeWarning, match=r"failed their check on cpu .*; falling back"):
+        failure = triton_probe_failure(torch.device('cpu'), 3, 4, (1, 2))
+    assert failure is not None and 'differ' not in failure
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        assert triton_probe_failure(torch.device('cpu'), 3, 4, (1, 2)) == failure

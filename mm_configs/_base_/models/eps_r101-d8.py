@@ -33,7 +33,10 @@ model = dict(
         # Nothing is dropped during the warm-up, while the localization maps take shape (see
         # IRDLoss); leaves set its length.
         warmup_iters=200,
-        pamr=dict(type='PAMR', num_iter=10, dilations=(1, 2, 4, 8, 12, 24))),
+        pamr=dict(type='PAMR', num_iter=10, dilations=(1, 2, 4, 8, 12, 24)),
+        # A saliency map of another size than the compared maps is resized as the EPS code does
+        # (F.interpolate's default, nearest; see docs/eps_fidelity.md).
+        resize='nearest'),
     # Pseudo-masks: one pass (EPS's inference: scales=(0.5, 1.0, 1.5, 2.0), flip=True), the
     # learned background, PAMR, no dense CRF: crf=dict(type='DenseCRF') adds it with PSA's
     # parameters (an empty dict, not None, so that a config or an override can fill it in).

@@ -11,4 +11,6 @@ model = dict(
     decode_head=dict(in_channels=128, num_classes=5),
     # From scratch the network would otherwise settle on background everywhere: nothing is
     # dropped for the first third of training (see IRDLoss).
-    loss_sal=dict(warmup_iters=200))
+    # resize: only for a saliency map of another size than the image, which training never
+    # passes (docs/eps_fidelity.md).
+    loss_sal=dict(warmup_iters=200, resize='bilinear'))
