@@ -28,7 +28,7 @@ from mmengine.hooks import Hook
 
 from harness import strict_json
 from harness.data import splits, synthetic
-from harness.eps.checkpoints import trusted_checkpoint_loading
+from harness.eps.checkpoints import RandomStateHook, trusted_checkpoint_loading
 from harness.eps.ird_diagnostics import IRDDiagnosticsHook
 from harness.overrides import parse_assignments
 from harness.spec import SHORT_NAMES, STAGES, TASKS, TrialSpec, canonical_keys, digest_of
@@ -248,6 +248,7 @@ def _run_stage(cfg: Config, prefix: str, report: Optional[Report]) -> Dict[str, 
     runner = Runner.from_cfg(cfg)
     recorder = _MetricsRecorder(prefix, report)
     runner.register_hook(recorder)
+    runner.register_hook(RandomStateHook())  # a resumed stage ends as an uninterrupted one
     with trusted_checkpoint_loading():  # the checkpoints are this trial's own
         runner.train()
     shut_down_dataloader_workers(runner)

@@ -1,10 +1,12 @@
-"""MMEngine checkpoints that survive a killed process and load under torch >= 2.6."""
+"""MMEngine checkpoints that survive a killed process, resume a run exactly and load under
+torch >= 2.6."""
 import os
 from contextlib import contextmanager
-from typing import Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
+import torch
 from mmengine.dist import is_main_process
-from mmengine.hooks import CheckpointHook
+from mmengine.hooks import CheckpointHook, Hook
 
 from mmseg.registry import HOOKS
 
@@ -39,6 +41,40 @@ class CrashSafeCheckpointHook(CheckpointHook):
                                                    self.filename_tmpl.format(old_step))
                 if self.file_backend.isfile(path):
                     self.file_backend.remove(path)
+
+
+class RandomStateHook(Hook):
+    """Saves torch's random generator states with every checkpoint and restores them when a run
+    resumes from it: a resumed run then draws the random numbers (dropout masks) that the run
+    would have drawn had it never stopped, and ends with the same weights and metrics.
+
+    MMEngine re-seeds a resumed run from its seed and replays the training data loader up to the
+    checkpoint's iteration, which replays the data pipeline's numpy draws; torch's generators,
+    though, start again from the seed. Saved in ``checkpoint['random_state']``: the CPU generator
+    and, with CUDA, every device's generator (rank 0's, which saves the checkpoints). Restored
+    before the first training iteration of a run resumed at the checkpoint's iteration (after
+    the replay); a checkpoint loaded to start a new run (``load_from``) is left alone.
+    """
+
+    def __init__(self) -> None:
+        self._resumed: Optional[Dict[str, Any]] = None
+
+    def before_save_checkpoint(self, runner: Any, checkpoint: dict) -> None:
+        checkpoint['random_state'] = {
+            'torch': torch.get_rng_state(),
+            'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+    def after_load_checkpoint(self, runner: Any, checkpoint: dict) -> None:
+        state = checkpoint.get('random_state')
+        self._resumed = None if state is None else {**state, 'iter': checkpoint['meta']['iter']}
+
+    def before_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None) -> None:
+        state, self._resumed = self._resumed, None
+        if state is None or state['iter'] != runner.iter:
+            return
+        torch.set_rng_state(state['torch'])
+        if state['cuda'] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state['cuda'])
 
 
 @contextmanager
