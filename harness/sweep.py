@@ -90,7 +90,10 @@ def train_func(config: Dict[str, Any]) -> None:
         result = run_trial(spec, work_dir, stage1_cache=Path(config['stage1_cache']),
                            report=report)
         if run is not None:
-            run.log_result(result, work_dir)
+            # report() has logged every validation: the result's val/ values would be second
+            # points at the last validation's step.
+            run.log_result({key: value for key, value in result.items()
+                            if not key.startswith('val/')}, work_dir)
     except BaseException:
         if run is not None:
             run.finish('FAILED')
@@ -468,6 +471,11 @@ def run_sweep(sweep: SweepConfig, resume: bool = False, verbose: bool = False) -
                 # the next trial reuses it.
                 reuse_actors=True, trial_dirname_creator=trial_folder_name),
             run_config=tune.RunConfig(name=sweep.name, storage_path=sweep.storage_path,
+                                      # A node lost with a trial's Tune actor and Train
+                                      # controller fails the trial in Tune, not in Train: Tune
+                                      # starts it again, and it resumes from its work dir.
+                                      failure_config=tune.FailureConfig(
+                                          max_failures=sweep.failure.max_failures),
                                       callbacks=[trial_events(sweep)],
                                       progress_reporter=status_table(sweep),
                                       verbose=2 if verbose else 1))
