@@ -67,7 +67,7 @@ def sweep_file(out: Path, data_root: Path, trials: int, concurrent: int, iters: 
         'overrides': stages,
         'resources': {'num_workers': 1, 'gpus_per_worker': 0,
                       'cpus_per_worker': round(cpus / concurrent - 0.01, 3)},
-        'max_concurrent_trials': concurrent, 'failure': {'max_failures': 0},
+        'max_concurrent_trials': concurrent, 'failure': {'max_failures': 1},
         'storage_path': str(out / 'sweeps')}, sort_keys=False))
     return path
 

@@ -39,15 +39,19 @@ class RayNodes:
     def __init__(self, env: Optional[Mapping[str, str]] = None) -> None:
         self.temp_dir = Path(tempfile.mkdtemp(prefix='ray-nodes-', dir='/tmp'))  # short: sockets
         self.env = {key: value for key, value in (env or os.environ).items()
-                    if key not in ('RAY_ADDRESS', 'RAY_AUTH_MODE', 'RAY_AUTH_TOKEN_PATH')}
+                    if key not in ('RAY_AUTH_MODE', 'RAY_AUTH_TOKEN_PATH')}
         self.address: Optional[str] = None
 
     def start_head(self, num_cpus: int, resources: Optional[Dict[str, float]] = None) -> str:
         """Starts the head node (GCS, no dashboard); returns the cluster's address."""
         port = free_port()
-        self._start(['--head', f'--port={port}', f'--ray-client-server-port={free_port()}',
-                     '--include-dashboard=false'], num_cpus, resources)
         self.address = f'127.0.0.1:{port}'
+        # Ray's own clients inside the cluster (Ray Train's placement-group cleaner asks the
+        # state API) look for "the" Ray of the machine, and find several: name theirs.
+        self.env['RAY_ADDRESS'] = self.address
+        self._start(['--head', f'--port={port}', f'--ray-client-server-port={free_port()}',
+                     f'--dashboard-port={free_port()}',
+                     '--include-dashboard=false'], num_cpus, resources)
         return self.address
 
     def add_node(self, num_cpus: int, resources: Optional[Dict[str, float]] = None) -> int:
