@@ -185,7 +185,35 @@ def tune_trial(config: Dict[str, Any], sweep: SweepConfig, tracking: Dict[str, s
             failure_config=FailureConfig(max_failures=sweep.failure.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=1),
             callbacks=[TuneReportCallback()]))
+    remove_orphaned_placement_groups()
     trainer.fit()
+
+
+def remove_orphaned_placement_groups() -> List[str]:
+    """Removes the placement groups of this sweep whose creator actor is dead; returns their ids.
+
+    A trial's Ray Train controller reserves its workers' CPUs and GPUs in a placement group that
+    it removes when it ends. A controller lost with its node leaves the group behind (Ray Train's
+    cleaner actor ran on that node too): Ray moves its bundles to the nodes that are left, where
+    they hold resources until the sweep's driver exits, and the restarted trial may wait for
+    them forever. Groups made by the driver (Tune's, one per trial) have no creator actor and are
+    kept.
+    """
+    import ray
+    from ray._private.state import state
+    from ray.core.generated.gcs_pb2 import PlacementGroupTableData
+    from ray.util.placement_group import PlacementGroup, remove_placement_group
+
+    job, no_actor = ray.get_runtime_context().get_job_id(), ray.ActorID.nil().binary()
+    removed = []
+    for record in state._connect_and_get_accessor().get_placement_group_table():
+        group = PlacementGroupTableData.FromString(record)
+        if (group.creator_job_id.hex() == job and group.creator_actor_id != no_actor
+                and group.creator_actor_dead and not group.is_detached
+                and group.state != PlacementGroupTableData.REMOVED):
+            remove_placement_group(PlacementGroup(ray.PlacementGroupID(group.placement_group_id)))
+            removed.append(group.placement_group_id.hex())
+    return removed
 
 
 def worker_group(sweep: SweepConfig) -> Tuple[Any, Any]:
