@@ -40,6 +40,9 @@ class RayNodes:
         self.temp_dir = Path(tempfile.mkdtemp(prefix='ray-nodes-', dir='/tmp'))  # short: sockets
         self.env = {key: value for key, value in (env or os.environ).items()
                     if key not in ('RAY_AUTH_MODE', 'RAY_AUTH_TOKEN_PATH')}
+        # The nodes share the machine's memory with other processes: Ray's memory monitor would
+        # kill this cluster's workers for memory that others use.
+        self.env['RAY_memory_monitor_refresh_ms'] = '0'
         self.address: Optional[str] = None
 
     def start_head(self, num_cpus: int, resources: Optional[Dict[str, float]] = None) -> str:

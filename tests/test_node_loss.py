@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Dict, List, Tuple
 
 import pytest
+import torch
 import yaml
 
 from fault_injection import python_path, write_stage_config
@@ -51,6 +52,12 @@ def nodes(monkeypatch):
         yield cluster
     finally:
         cluster.stop()
+
+
+def final_weights(trial_dir: Path) -> Dict[str, torch.Tensor]:
+    """The weights of a trial's last stage-2 checkpoint."""
+    checkpoint = (trial_dir / 'stage2' / 'last_checkpoint').read_text().strip()
+    return torch.load(checkpoint, map_location='cpu', weights_only=False)['state_dict']
 
 
 def val_history(storage: Path, run_id: str) -> List[Tuple[int, float, int]]:
@@ -113,6 +120,11 @@ def test_a_trial_whose_node_is_lost_resumes_on_another_node_as_if_uninterrupted(
     lost = json.loads((lost_dir / 'result.json').read_text())
     per_class = {key: value for key, value in reference.items() if key.startswith('val/')}
     assert {key: lost[key] for key in per_class} == per_class
+    # The same weights to the last bit: the resumed stage drew the random numbers of the
+    # uninterrupted one (a 30-iteration stage 2 may predict the same classes either way).
+    weights = [final_weights(folder) for folder in (reference_dir, lost_dir)]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
 
     runs = mlflow_runs(tmp_path / 'sweeps')
     assert len(runs['parents']) == 1 and len(runs['children']) == 2
