@@ -103,7 +103,10 @@ def train_func(config: Dict[str, Any]) -> None:
         result = run_trial(spec, work_dir, stage1_cache=Path(config['stage1_cache']),
                            report=report, lock_wait_s=TRIAL_LOCK_WAIT_S)
         if run is not None:
-            run.log_result(result, work_dir)
+            # report() has logged every validation: the result's val/ values would be second
+            # points at the last validation's step.
+            run.log_result({key: value for key, value in result.items()
+                            if not key.startswith('val/')}, work_dir)
             run.log_final_record(result, work_dir / 'result.json')
     except BaseException:
         if run is not None:
@@ -196,7 +199,35 @@ def tune_trial(config: Dict[str, Any], sweep: SweepConfig, tracking: Dict[str, s
             failure_config=FailureConfig(max_failures=sweep.failure.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=1),
             callbacks=[TuneReportCallback()]))
+    remove_orphaned_placement_groups()
     trainer.fit()
+
+
+def remove_orphaned_placement_groups() -> List[str]:
+    """Removes the placement groups of this sweep whose creator actor is dead; returns their ids.
+
+    A trial's Ray Train controller reserves its workers' CPUs and GPUs in a placement group that
+    it removes when it ends. A controller lost with its node leaves the group behind (Ray Train's
+    cleaner actor ran on that node too): Ray moves its bundles to the nodes that are left, where
+    they hold resources until the sweep's driver exits, and the restarted trial may wait for
+    them forever. Groups made by the driver (Tune's, one per trial) have no creator actor and are
+    kept.
+    """
+    import ray
+    from ray._private.state import state
+    from ray.core.generated.gcs_pb2 import PlacementGroupTableData
+    from ray.util.placement_group import PlacementGroup, remove_placement_group
+
+    job, no_actor = ray.get_runtime_context().get_job_id(), ray.ActorID.nil().binary()
+    removed = []
+    for record in state._connect_and_get_accessor().get_placement_group_table():
+        group = PlacementGroupTableData.FromString(record)
+        if (group.creator_job_id.hex() == job and group.creator_actor_id != no_actor
+                and group.creator_actor_dead and not group.is_detached
+                and group.state != PlacementGroupTableData.REMOVED):
+            remove_placement_group(PlacementGroup(ray.PlacementGroupID(group.placement_group_id)))
+            removed.append(group.placement_group_id.hex())
+    return removed
 
 
 def worker_group(sweep: SweepConfig) -> Tuple[Any, Any]:
@@ -527,6 +558,11 @@ def run_sweep(sweep: SweepConfig, resume: bool = False,
                 # the next trial reuses it.
                 reuse_actors=True, trial_dirname_creator=trial_folder_name),
             run_config=tune.RunConfig(name=sweep.name, storage_path=sweep.storage_path,
+                                      # A node lost with a trial's Tune actor and Train
+                                      # controller fails the trial in Tune, not in Train: Tune
+                                      # starts it again, and it resumes from its work dir.
+                                      failure_config=tune.FailureConfig(
+                                          max_failures=sweep.failure.max_failures),
                                       callbacks=[trial_events(sweep)],
                                       progress_reporter=status_table(sweep),
                                       verbose=2 if verbose else 1))

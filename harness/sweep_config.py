@@ -155,8 +155,10 @@ class FailureSettings:
     """Fault tolerance of one trial.
 
     Attributes:
-        max_failures: Times Ray Train restarts a trial's worker group after a worker died; the
-            restarted workers resume from the trial's last checkpoint. -1: without limit.
+        max_failures: Times Ray Train restarts a trial's worker group after a worker died, and
+            times Ray Tune starts a trial again after its Tune actor died (with its node, say);
+            either way the trial resumes from its last checkpoint. A trial that fails on every
+            attempt runs up to ``(max_failures + 1) ** 2`` times. -1: without limit.
     """
 
     max_failures: int = 0

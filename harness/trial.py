@@ -34,8 +34,9 @@ from mmengine.logging import print_log
 from harness import strict_json
 from harness.data import splits, synthetic
 from harness.data.fingerprint import dataset_fingerprint
-from harness.eps.checkpoints import (DamagedCheckpointError, DiskFullError, resumable_checkpoint,
-                                     trusted_checkpoint_loading, write_whole)
+from harness.eps.checkpoints import (DamagedCheckpointError, DiskFullError, RandomStateHook,
+                                     resumable_checkpoint, trusted_checkpoint_loading,
+                                     write_whole)
 from harness.eps.ird_diagnostics import IRDDiagnosticsHook
 from harness.overrides import parse_assignments
 from harness.spec import SHORT_NAMES, STAGES, TASKS, TrialSpec, canonical_keys, digest_of
@@ -299,6 +300,7 @@ def _run_stage(cfg: Config, prefix: str, report: Optional[Report]) -> Dict[str, 
     runner = Runner.from_cfg(cfg)
     recorder = _MetricsRecorder(prefix, report)
     runner.register_hook(recorder)
+    runner.register_hook(RandomStateHook())  # a resumed stage ends as an uninterrupted one
     with trusted_checkpoint_loading():  # the checkpoints are this trial's own
         runner.train()
     shut_down_dataloader_workers(runner)

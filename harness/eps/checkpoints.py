@@ -1,5 +1,5 @@
 """MMEngine checkpoints that are written whole, survive a killed process, fall back past a
-damaged file, and load under torch >= 2.6."""
+damaged file, resume a run exactly and load under torch >= 2.6."""
 import errno
 import logging
 import os
@@ -7,12 +7,12 @@ import re
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, List, Optional, Union
+from typing import Any, Dict, Iterator, List, Optional, Union
 
 import torch
 from mmengine.dist import is_main_process
 from mmengine.fileio import LocalBackend, register_backend
-from mmengine.hooks import CheckpointHook
+from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging import print_log
 
 from mmseg.registry import HOOKS
@@ -179,6 +179,40 @@ def _load_failure(path: Path) -> Optional[str]:
     if not isinstance(checkpoint, dict) or 'state_dict' not in checkpoint:
         return 'not an MMEngine checkpoint (no state_dict)'
     return None
+
+
+class RandomStateHook(Hook):
+    """Saves torch's random generator states with every checkpoint and restores them when a run
+    resumes from it: a resumed run then draws the random numbers (dropout masks) that the run
+    would have drawn had it never stopped, and ends with the same weights and metrics.
+
+    MMEngine re-seeds a resumed run from its seed and replays the training data loader up to the
+    checkpoint's iteration, which replays the data pipeline's numpy draws; torch's generators,
+    though, start again from the seed. Saved in ``checkpoint['random_state']``: the CPU generator
+    and, with CUDA, every device's generator (rank 0's, which saves the checkpoints). Restored
+    before the first training iteration of a run resumed at the checkpoint's iteration (after
+    the replay); a checkpoint loaded to start a new run (``load_from``) is left alone.
+    """
+
+    def __init__(self) -> None:
+        self._resumed: Optional[Dict[str, Any]] = None
+
+    def before_save_checkpoint(self, runner: Any, checkpoint: dict) -> None:
+        checkpoint['random_state'] = {
+            'torch': torch.get_rng_state(),
+            'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+    def after_load_checkpoint(self, runner: Any, checkpoint: dict) -> None:
+        state = checkpoint.get('random_state')
+        self._resumed = None if state is None else {**state, 'iter': checkpoint['meta']['iter']}
+
+    def before_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None) -> None:
+        state, self._resumed = self._resumed, None
+        if state is None or state['iter'] != runner.iter:
+            return
+        torch.set_rng_state(state['torch'])
+        if state['cuda'] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state['cuda'])
 
 
 @contextmanager

@@ -174,3 +174,61 @@ def test_no_checkpoint_is_no_resume(tmp_path):
     assert resumable_checkpoint(tmp_path) is None
     (tmp_path / 'last_checkpoint').write_text('')  # cut short before its text
     assert resumable_checkpoint(tmp_path) is None
+
+
+class _Stop(Exception):
+    """Stands for the process being killed after a checkpoint."""
+
+
+def _train_dropout_model(work_dir, random_state: bool, stop_after: int = 0) -> torch.Tensor:
+    """Trains a linear model behind a dropout layer (seed 0, 6 iterations, a checkpoint every
+    2), resuming from ``work_dir`` when it holds one; with ``stop_after`` the run stops right
+    after that iteration's checkpoint. Returns the trained weight."""
+    from mmengine.hooks import Hook
+    from mmengine.model import BaseModel
+    from mmengine.runner import Runner
+
+    from harness.eps.checkpoints import RandomStateHook
+
+    class DropoutModel(BaseModel):
+        def __init__(self):
+            super().__init__()
+            self.dropout = torch.nn.Dropout(0.5)
+            self.linear = torch.nn.Linear(8, 1)
+
+        def forward(self, inputs, mode='tensor'):
+            return {'loss': self.linear(self.dropout(inputs)).square().mean()}
+
+    class StopAfter(Hook):
+        priority = 'LOWEST'  # after the checkpoint of the iteration
+
+        def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+            if runner.iter + 1 == stop_after:
+                raise _Stop()
+
+    torch.manual_seed(0)  # the same initial weights in every run
+    runner = Runner(
+        model=DropoutModel(), work_dir=str(work_dir), default_scope='mmseg',
+        train_dataloader=dict(dataset=[dict(inputs=torch.ones(8))] * 8, batch_size=2,
+                              sampler=dict(type='InfiniteSampler', shuffle=True),
+                              collate_fn=dict(type='default_collate')),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1)),
+        train_cfg=dict(by_epoch=False, max_iters=6), randomness=dict(seed=0),
+        default_hooks=dict(checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=2)),
+        custom_hooks=[StopAfter()] if stop_after else [], resume=True)
+    if random_state:
+        runner.register_hook(RandomStateHook())
+    with trusted_checkpoint_loading():
+        runner.train()
+    return runner.model.linear.weight.detach().clone()
+
+
+@pytest.mark.parametrize('random_state', [True, False])
+def test_a_resumed_run_ends_as_an_uninterrupted_one_with_the_random_state(tmp_path,
+                                                                          random_state):
+    uninterrupted = _train_dropout_model(tmp_path / 'whole', random_state)
+    with pytest.raises(_Stop):
+        _train_dropout_model(tmp_path / 'resumed', random_state, stop_after=4)
+    resumed = _train_dropout_model(tmp_path / 'resumed', random_state)
+    # Without the saved state the resumed run draws other dropout masks from iteration 5 on.
+    assert torch.equal(resumed, uninterrupted) is random_state
