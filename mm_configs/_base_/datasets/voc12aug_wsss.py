@@ -1,7 +1,7 @@
 # PASCAL VOC 2012 + SBD (train_aug, 10,582 images) for stage 1, laid out as in the EPS code:
 #   data/VOCdevkit/VOC2012/{JPEGImages, SegmentationClass, SegmentationClassAug, SALImages,
 #                           ImageSets/Segmentation/{train_aug,train,val}.txt, cls_labels.npy}
-# SALImages: PoolNet saliency maps (as released with EPS); cls_labels.npy: image-level labels.
+# SALImages: saliency maps (as released with EPS); cls_labels.npy: image-level labels.
 dataset_type = 'WSSSVOCDataset'
 data_root = 'data/VOCdevkit/VOC2012'
 crop_size = (448, 448)
