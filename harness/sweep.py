@@ -500,7 +500,7 @@ def deliver_journals(sweep: SweepConfig) -> None:
 
     left = replay_journals(sweep.experiment_dir)
     for trial_id, why in left.items():
-        print(f'  {trial_id}: MLflow records kept in trials/{trial_id}/ ({why})')
+        print(f'  MLflow records of {trial_id} kept in trials/{trial_id}/ ({why})')
     if left:
         print(f'`python -m harness.report {sweep.name} --replay {sweep.experiment_dir}` or '
               '--resume sends them once the store answers.')

@@ -298,11 +298,11 @@ def replay_journals(folder: Path) -> Dict[str, str]:
     unreachable = set()
     for path in sorted(Path(folder).glob(f'trials/*/{Journal.NAME}')):
         journal = Journal(path.parent)
+        if not journal.pending():
+            continue
         with journal.delivering(wait=False) as acquired:
             if not acquired:
                 left[path.parent.name] = 'its trial is running and delivers it'
-                continue
-            if not journal.pending():
                 continue
             uri = _target_of(journal)['tracking_uri']
             try:

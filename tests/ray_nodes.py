@@ -39,7 +39,11 @@ class RayNodes:
     def __init__(self, env: Optional[Mapping[str, str]] = None) -> None:
         self.temp_dir = Path(tempfile.mkdtemp(prefix='ray-nodes-', dir='/tmp'))  # short: sockets
         self.env = {key: value for key, value in (env or os.environ).items()
-                    if key not in ('RAY_AUTH_MODE', 'RAY_AUTH_TOKEN_PATH')}
+                    if key not in ('RAY_AUTH_TOKEN', 'RAY_AUTH_TOKEN_PATH')}
+        # Without RAY_AUTH_MODE, Ray 2.60's head turns token authentication on when
+        # ~/.ray/auth_token exists (any earlier local ray.init() makes one) and a joining node,
+        # which does not, is refused: say it for every process of the cluster.
+        self.env['RAY_AUTH_MODE'] = 'disabled'
         # The nodes share the machine's memory with other processes: Ray's memory monitor would
         # kill this cluster's workers for memory that others use.
         self.env['RAY_memory_monitor_refresh_ms'] = '0'

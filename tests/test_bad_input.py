@@ -335,5 +335,6 @@ def test_pseudo_masks_refuse_a_folder_under_a_file(argument, pseudo_mask_inputs,
     (tmp_path / 'a_file').write_text('not a folder')
     bad = tmp_path / 'a_file' / 'sub'
     error = refused(pseudo_masks.main, [str(config), str(own), argument, str(bad)], capsys)
-    assert f'{argument} {bad} cannot be a folder: {tmp_path / "a_file"} is a file' in error
+    assert f'{argument} {bad} cannot be written: {tmp_path / "a_file"} is a file, not a ' \
+        'folder' in error
     assert sorted(run_folder.iterdir()) == []

@@ -48,6 +48,8 @@ def nodes(monkeypatch):
     worker, and the sweep driver find ``fault_injection`` on their PYTHONPATH."""
     monkeypatch.setenv('PYTHONPATH', python_path())
     cluster = RayNodes(os.environ)
+    # The test's own ray.init and the sweep driver speak to the cluster as its nodes do.
+    monkeypatch.setenv('RAY_AUTH_MODE', cluster.env['RAY_AUTH_MODE'])
     try:
         yield cluster
     finally:

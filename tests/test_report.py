@@ -2,6 +2,7 @@
 import json
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,14 @@ def finish_trial(run: tracking.TrialRun, folder: Path, **figures: float) -> None
     result_file.write_text(json.dumps(result))
     run.log_final_record(result, result_file)
     run.finish()
+
+
+def wait_until_delivered(run: tracking.TrialRun, timeout: float = 60.0) -> None:
+    """Waits until the run's background writer has sent its journal to the store."""
+    deadline = time.monotonic() + timeout
+    while run.journal.pending():
+        assert time.monotonic() < deadline, f'{run.journal.path} not delivered in {timeout} s'
+        time.sleep(0.05)
 
 
 def test_a_retried_trial_logs_into_its_own_run(tracking_uri):
@@ -252,6 +261,7 @@ def test_only_finished_trials_are_tabled_and_the_others_are_counted_and_listed(
         run = tracking.TrialRun.open(target, trial_id, trial_id, {}, tags=dict(
             task='ssss', labelled_fraction=0.25, saliency_threshold=0.5, seed=1))
         run.log_metrics({'val/mIoU': 14.87, 'val/iter': 10})
+        wait_until_delivered(run)
         return run
 
     unfinished('failed').finish('FAILED')

@@ -427,8 +427,11 @@ def test_pseudo_masks_accept_the_checkpoint_of_their_network(stage1_config_file,
     from harness.eps import pseudo_masks
     own = state_dict_file(stage1_config_file, tmp_path / 'own.pth')
     out = tmp_path / 'masks'
-    metrics = pseudo_masks.main([str(stage1_config_file), str(own), '--out', str(out),
-                                 '--work-dir', str(tmp_path / 'work')])
+    try:
+        metrics = pseudo_masks.main([str(stage1_config_file), str(own), '--out', str(out),
+                                     '--work-dir', str(tmp_path / 'work')])
+    except SystemExit as refusal:
+        pytest.fail(f'refused (exit {refusal.code}): {capsys.readouterr().err.strip()}')
     assert len(list(out.glob('*.png'))) == 12  # the tiny dataset's train split
     printed = capsys.readouterr().out.strip().splitlines()[-1]
     assert 'NaN' not in printed

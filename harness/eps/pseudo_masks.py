@@ -15,7 +15,6 @@ import os
 import pickle
 import re
 import shutil
-import tempfile
 import textwrap
 import warnings
 from pathlib import Path
@@ -172,25 +171,6 @@ def load_weights(model: torch.nn.Module, content: dict, checkpoint: str, config:
                          f'missing, unexpected or of another shape): {reasons}') from error
 
 
-def _check_folder(path: Path, argument: str) -> None:
-    """``path`` is a folder, or one can be created there (the first existing folder above it
-    takes a new folder); nothing is left behind.
-
-    Raises:
-        ValueError: one line naming ``argument`` and the path.
-    """
-    existing = path.absolute()
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise ValueError(f'{argument} {path} cannot be a folder: {existing} is a file')
-    try:
-        os.rmdir(tempfile.mkdtemp(prefix='.write-probe-', dir=existing))
-    except OSError as error:
-        raise ValueError(f'{argument} {path} cannot be written: no folder can be created in '
-                         f'{existing} ({error.strerror})') from error
-
-
 def main(argv: Sequence[str] = None) -> Dict[str, float]:
     """The command line; a bad argument exits with status 2 and one line naming it, before any
     mask is written."""
@@ -198,7 +178,7 @@ def main(argv: Sequence[str] = None) -> Dict[str, float]:
     from mmengine.runner import Runner
 
     from harness.overrides import apply_overrides
-    from harness.validation import message_of
+    from harness.validation import check_folder_argument, message_of
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('config', help='stage-1 config with a PAMRHook in custom_hooks')
@@ -230,8 +210,8 @@ def main(argv: Sequence[str] = None) -> Dict[str, float]:
         if out_dir.exists():
             raise FileExistsError(f'pseudo-mask folder {out_dir} already exists; it is not '
                                   'overwritten: remove it or name another with --out')
-        _check_folder(Path(cfg.work_dir), '--work-dir')
-        _check_folder(out_dir, '--out')
+        check_folder_argument(cfg.work_dir, '--work-dir')
+        check_folder_argument(out_dir, '--out')
         content = read_checkpoint(args.checkpoint)
         work_dir = Path(cfg.work_dir).absolute()
         # The topmost folder that the runner creates (its log folder and those above it).

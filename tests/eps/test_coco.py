@@ -97,7 +97,7 @@ def test_configs_are_the_eps_coco_setting():
         assert cfg.model.decode_head.num_classes == 80
         assert cfg.model.test_cfg.scales == (0.5, 1.0, 1.5, 2.0) and cfg.model.test_cfg.flip
     assert (epspp.model.loss_sal.type, epspp.model.loss_sal.threshold) == ('IRDLoss', 0.5)
-    assert dict(eps.model.loss_sal) == dict(type='EPSLoss', tau=0.4, lam=0.9)
+    assert dict(eps.model.loss_sal) == dict(type='EPSLoss', tau=0.4, lam=0.9, resize='nearest')
     assert stage2.model.decode_head.num_classes == len(COCO_CLASSES) == 81
     assert stage2.model.auxiliary_head.num_classes == 81
     assert stage2.labelled_dataset.type == stage2.pseudo_labelled_dataset.type == 'WSSSCOCODataset'
