@@ -7,11 +7,14 @@ One trial (WSSS, the bundled configs, a small generated dataset) logged to a rea
 on loopback as ``harness.sweep``'s rank 0 logs it (:class:`harness.tracking.TrialRun`), run twice:
 with the server up throughout, then with the server stopped right after stage 2's validation of
 iteration ``--stop-after`` and started again ``--outage-s`` seconds later, while the trial trains
-on. MLflow's client keeps its default retry settings. When the trial ends before the server is
+on. The server runs at the lowest CPU priority (``nice 19``) and is stopped and started from a
+thread of its own: its own start and stop cost seconds of CPU, which a server on another machine
+would not take from the trial. When the trial ends before the server is
 back, its journal is replayed (``harness.report --replay``) once it is.
 
 Prints per run: stage 2's wall time (seconds, the trial's ``time/stage2_s``), the seconds the
-training thread spent inside ``TrialRun`` calls (open, log_metrics, log_result, finish), the
+training thread spent inside ``TrialRun`` calls (open, log_metrics, log_result) and in
+``finish`` (which waits up to ``tracking.FINISH_WAIT_S`` for the journal's delivery), the
 stage-2 validations while the server was down, and the val mIoU points: reported by the trial,
 held by the run in MLflow, and duplicates among them. Time lost to the outage: the outage run's
 stage-2 wall time minus the first run's (noise of a shared machine included).
@@ -34,12 +37,16 @@ from harness.data.synthetic import SyntheticConfig, generate_dataset  # noqa: E4
 from harness.trial import TrialSpec, run_trial  # noqa: E402
 
 
+SERVER_NICENESS = 19  # the server beside the trial takes only CPU the trial leaves
+
+
 class TimedRun:
-    """A :class:`tracking.TrialRun` whose calls from the training thread are timed."""
+    """A :class:`tracking.TrialRun` whose calls from the training thread are timed: seconds per
+    method name (``open``: the time to open it)."""
 
     def __init__(self, run: tracking.TrialRun, opened_s: float) -> None:
         self.run = run
-        self.seconds = opened_s
+        self.seconds: Dict[str, float] = {'open': opened_s}
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self.run, name)
@@ -49,7 +56,7 @@ class TimedRun:
             try:
                 return method(*args, **kwargs)
             finally:
-                self.seconds += time.perf_counter() - start
+                self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
         return timed
 
 
@@ -57,7 +64,7 @@ def one_trial(data_root: Path, folder: Path, overrides: Dict[str, Any], outage_s
               stop_after: int) -> Dict[str, Any]:
     """Runs the trial against a fresh server in ``folder``; an outage of ``outage_s`` seconds
     (0: none) starts after the stage-2 validation of iteration ``stop_after``."""
-    server = MlflowServer(folder / 'server').start()
+    server = MlflowServer(folder / 'server', niceness=SERVER_NICENESS).start()
     target = tracking.start_sweep_run(server.uri, 'outage', 'outage', params={},
                                       artifacts=[]).to_dict()
     work_dir = folder / 'sweep' / 'trials' / 't1'
@@ -67,24 +74,35 @@ def one_trial(data_root: Path, folder: Path, overrides: Dict[str, Any], outage_s
                                           work_dir=work_dir), time.perf_counter() - start)
     reported: List[int] = []
     while_down: List[int] = []
-    restart = threading.Timer(outage_s, server.start)
+    down = threading.Event()  # from the stop's request until the restarted server answers
+
+    def outage() -> None:
+        """Stops the server, starts it again ``outage_s`` seconds after the stop was asked
+        for; off the training thread, which only asks."""
+        asked = time.monotonic()
+        server.stop()
+        time.sleep(max(outage_s - (time.monotonic() - asked), 0.0))
+        server.start()
+        down.clear()
+
+    stopper = threading.Thread(target=outage, name='outage')
 
     def report(metrics: Dict[str, Any]) -> None:
         run.log_metrics(metrics)
         if 'val/mIoU' in metrics:
             iteration = int(metrics['val/iter'])
             reported.append(iteration)
-            if server.process is None:
+            if down.is_set():
                 while_down.append(iteration)
             if outage_s and iteration == stop_after:
-                server.stop()
-                restart.start()
+                down.set()
+                stopper.start()
 
     result = run_trial(spec, work_dir, stage1_cache=folder.parent / 'stage1', report=report)
     run.log_result(result, work_dir)
     run.finish()
-    if restart.is_alive():
-        restart.join()
+    if stopper.is_alive():
+        stopper.join()
     with tracking.Journal(work_dir).delivering(wait=True):
         pass  # the trial's writer is done with it
     left = tracking.replay_journals(folder / 'sweep')
@@ -95,7 +113,9 @@ def one_trial(data_root: Path, folder: Path, overrides: Dict[str, Any], outage_s
                                                                         'val/mIoU')]
     server.stop()
     return {'outage_s': outage_s, 'stage2_s': result['time/stage2_s'],
-            'tracking_calls_s': run.seconds, 'while_down': while_down,
+            'training_calls_s': sum(seconds for name, seconds in run.seconds.items()
+                                    if name != 'finish'),
+            'finish_s': run.seconds.get('finish', 0.0), 'while_down': while_down,
             'reported': len(reported), 'kept': len(set(steps) & set(reported)),
             'duplicates': len(steps) - len(set(steps)), 'left': left,
             'status': child.info.status}
@@ -124,13 +144,14 @@ def main() -> None:
             for index, outage_s in enumerate((0.0, args.outage_s))]
     print(f'\nOne WSSS trial, stage 2 of {iters} iterations (validation every '
           f'{args.val_interval}); outage after validation {args.stop_after}')
-    print('| outage (s) | stage-2 wall (s) | in TrialRun calls (s) | validations while down '
-          '| val points reported | kept in MLflow | duplicates | run status |')
-    print('|---|---|---|---|---|---|---|---|')
+    print('| outage (s) | stage-2 wall (s) | TrialRun calls while training (s) | finish (s) '
+          '| validations while down | val points reported | kept in MLflow | duplicates '
+          '| run status |')
+    print('|---|---|---|---|---|---|---|---|---|')
     for row in rows:
-        print(f"| {row['outage_s']:.0f} | {row['stage2_s']:.1f} | {row['tracking_calls_s']:.2f} "
-              f"| {', '.join(map(str, row['while_down'])) or '-'} | {row['reported']} "
-              f"| {row['kept']} | {row['duplicates']} | {row['status']} |")
+        print(f"| {row['outage_s']:.0f} | {row['stage2_s']:.1f} | {row['training_calls_s']:.2f} "
+              f"| {row['finish_s']:.2f} | {', '.join(map(str, row['while_down'])) or '-'} "
+              f"| {row['reported']} | {row['kept']} | {row['duplicates']} | {row['status']} |")
     print(f"time lost to the outage: {rows[1]['stage2_s'] - rows[0]['stage2_s']:+.1f} s of "
           'stage 2 (outage run minus the first)')
     for row in rows:

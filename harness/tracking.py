@@ -62,6 +62,10 @@ BATCH_METRICS = 1000  # metric points of one merged log_batch when a journal is 
 RETRY_MIN_S = 1.0  # first wait before asking a store that did not answer again
 RETRY_MAX_S = 30.0  # the wait doubles up to this
 FINISH_WAIT_S = 30.0  # TrialRun.finish waits at most this for the journal's delivery
+# MLflow's client retries a call to a server that does not answer for minutes (7 retries, with
+# backoff); the writer retries from its journal instead, so a call fails at once and the writer is
+# free to see the server come back.
+WRITER_HTTP_RETRIES = 0
 
 
 @dataclass(frozen=True)
@@ -324,7 +328,9 @@ class TrialRun:
     :data:`RETRY_MAX_S`), also when the store is down as the trial starts (the child run is
     created once it answers). :meth:`finish` waits at most :data:`FINISH_WAIT_S` seconds; what
     is then still undelivered is sent by ``harness.sweep --resume`` or ``harness.report
-    --replay``.
+    --replay``. The process's MLflow HTTP calls are not retried by MLflow's client
+    (``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` defaults to :data:`WRITER_HTTP_RETRIES` unless set): the
+    journal is the retry.
     """
 
     def __init__(self, journal: Journal, tracking_uri: str) -> None:
@@ -436,7 +442,10 @@ class TrialRun:
 
     def _deliver_loop(self) -> None:
         from mlflow import MlflowClient
+        from mlflow.environment_variables import MLFLOW_HTTP_REQUEST_MAX_RETRIES
 
+        # Read by MLflow at each call; a value the user set is kept.
+        os.environ.setdefault(MLFLOW_HTTP_REQUEST_MAX_RETRIES.name, str(WRITER_HTTP_RETRIES))
         client = MlflowClient(self.tracking_uri)
         delay = 0.0
         with self.journal.delivering(wait=True):

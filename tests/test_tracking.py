@@ -102,6 +102,30 @@ def test_a_running_trials_journal_is_left_to_it(tmp_path):
             't1': 'its trial is running and delivers it'}
 
 
+def test_the_writer_sees_a_server_that_stopped_at_once(tmp_path, monkeypatch):
+    """MLflow's client would retry the first call after the stop for minutes (7 retries with
+    backoff); the writer's calls fail at once and it goes on asking the server itself."""
+    import time
+
+    for name in SHORT_RETRIES:
+        monkeypatch.delenv(name, raising=False)
+    server = MlflowServer(tmp_path / 'server').start()
+    try:
+        run = tracking.TrialRun.open(sweep_target(server.uri), 't1', 'run', {}, tags={},
+                                     work_dir=tmp_path / 't1')
+        assert run.run_id is not None  # the run was opened
+        server.stop()
+        log_points(run, steps=(1,))
+        deadline = time.monotonic() + 10
+        while not run.store_down:
+            assert time.monotonic() < deadline, 'the writer did not notice the stopped server'
+            time.sleep(0.1)
+        assert len(run.journal.pending()) == 1
+        run.finish()
+    finally:
+        server.stop()
+
+
 @pytest.mark.slow
 def test_a_run_logged_while_the_server_is_down_is_replayed_once_when_it_is_back(
         tmp_path, short_retries):
