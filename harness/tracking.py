@@ -334,6 +334,9 @@ class TrialRun:
     """
 
     def __init__(self, journal: Journal, tracking_uri: str) -> None:
+        from mlflow import MlflowClient
+        from mlflow.environment_variables import MLFLOW_HTTP_REQUEST_MAX_RETRIES
+
         self.journal = journal
         self.tracking_uri = tracking_uri
         self.last_step = 0
@@ -342,6 +345,17 @@ class TrialRun:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._tried = threading.Event()  # a first delivery was tried
+        # Read by MLflow at each call; a value the user set is kept.
+        os.environ.setdefault(MLFLOW_HTTP_REQUEST_MAX_RETRIES.name, str(WRITER_HTTP_RETRIES))
+        self._client = MlflowClient(tracking_uri)
+        # The first delivery runs in the caller's thread when the store answers: it imports
+        # MLflow's store and client modules. Imported later by the writer thread while the
+        # training thread imports too (MMEngine's runner imports distutils, whose import hook
+        # imports with Python's global import lock held), both threads could wait forever.
+        if _store_answers(tracking_uri):
+            with journal.delivering(wait=True):
+                self._deliver()
+            self._tried.set()
         self._writer = threading.Thread(target=self._deliver_loop, name='mlflow-journal',
                                         daemon=True)
         self._writer.start()
@@ -440,32 +454,31 @@ class TrialRun:
         self.journal.append(operation)
         self._wake.set()
 
-    def _deliver_loop(self) -> None:
-        from mlflow import MlflowClient
-        from mlflow.environment_variables import MLFLOW_HTTP_REQUEST_MAX_RETRIES
+    def _deliver(self) -> None:
+        """Delivers what is pending; notes whether the store answered. The caller holds the
+        journal's delivery lock or is the only deliverer."""
+        try:
+            # Ask first while it is down: a call to a server that does not answer can hang.
+            if self.store_down and not _store_answers(self.tracking_uri):
+                raise StoreUnreachable(f'{self.tracking_uri} does not answer')
+            deliver(self.journal, self._client)
+            self.store_down = False
+        except StoreUnreachable as error:
+            if not self.store_down:
+                print(f'MLflow store {self.tracking_uri} did not answer ({error}); the trial '
+                      f'goes on and {self.journal.path} keeps its records until it answers',
+                      file=sys.stderr, flush=True)
+            self.store_down = True
 
-        # Read by MLflow at each call; a value the user set is kept.
-        os.environ.setdefault(MLFLOW_HTTP_REQUEST_MAX_RETRIES.name, str(WRITER_HTTP_RETRIES))
-        client = MlflowClient(self.tracking_uri)
+    def _deliver_loop(self) -> None:
         delay = 0.0
         with self.journal.delivering(wait=True):
             while True:
                 self._wake.wait(None if delay == 0 else delay)
                 self._wake.clear()
                 stopping = self._stop.is_set()
-                try:
-                    # Ask first while it is down: MLflow's own retries of a call take minutes.
-                    if self.store_down and not _store_answers(self.tracking_uri):
-                        raise StoreUnreachable(f'{self.tracking_uri} does not answer')
-                    deliver(self.journal, client)
-                    self.store_down, delay = False, 0.0
-                except StoreUnreachable as error:
-                    if not self.store_down:
-                        print(f'MLflow store {self.tracking_uri} did not answer ({error}); the '
-                              f'trial goes on and {self.journal.path} keeps its records until '
-                              'it answers', file=sys.stderr, flush=True)
-                    self.store_down = True
-                    delay = min(max(2 * delay, RETRY_MIN_S), RETRY_MAX_S)
+                self._deliver()
+                delay = min(max(2 * delay, RETRY_MIN_S), RETRY_MAX_S) if self.store_down else 0.0
                 self._tried.set()
                 if stopping:
                     return
