@@ -18,7 +18,7 @@ import shutil
 import textwrap
 import warnings
 from pathlib import Path
-from typing import Dict, Sequence
+from typing import Any, Dict, Sequence
 
 import numpy as np
 import torch
@@ -171,6 +171,18 @@ def load_weights(model: torch.nn.Module, content: dict, checkpoint: str, config:
                          f'missing, unexpected or of another shape): {reasons}') from error
 
 
+def build_model(cfg: Any) -> torch.nn.Module:
+    """The model of ``cfg`` (its ``custom_imports`` imported), built as its runner builds it."""
+    from mmengine.registry import DefaultScope
+    from mmengine.utils import import_modules_from_strings
+
+    from mmseg.registry import MODELS
+    if cfg.get('custom_imports'):
+        import_modules_from_strings(**cfg.custom_imports)
+    with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'mmseg')):
+        return MODELS.build(cfg.model)
+
+
 def main(argv: Sequence[str] = None) -> Dict[str, float]:
     """The command line; a bad argument exits with status 2 and one line naming it, before any
     mask is written."""
@@ -213,17 +225,11 @@ def main(argv: Sequence[str] = None) -> Dict[str, float]:
         check_folder_argument(cfg.work_dir, '--work-dir')
         check_folder_argument(out_dir, '--out')
         content = read_checkpoint(args.checkpoint)
-        work_dir = Path(cfg.work_dir).absolute()
-        # The topmost folder that the runner creates (its log folder and those above it).
-        created = next((folder for folder in reversed([work_dir, *work_dir.parents])
-                        if not folder.exists()), None)
+        # The weights are tried on the model alone: a refused checkpoint leaves no runner (its
+        # work dir, logger and visualizer) behind.
+        load_weights(build_model(cfg), content, args.checkpoint, args.config)
         runner = Runner.from_cfg(cfg)
-        try:
-            load_weights(runner.model, content, args.checkpoint, args.config)
-        except ValueError:
-            if created is not None:  # a refused run leaves nothing behind
-                shutil.rmtree(created, ignore_errors=True)
-            raise
+        load_weights(runner.model, content, args.checkpoint, args.config)
     except (FileNotFoundError, FileExistsError, KeyError, TypeError, ValueError) as error:
         parser.exit(2, f'error: {message_of(error)}\n')
     try:
