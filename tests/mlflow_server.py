@@ -39,11 +39,14 @@ class MlflowServer:
         """Starts the server and returns once it answers ``/health``."""
         log = open(self.folder / 'server.log', 'a')
         self.process = subprocess.Popen(
-            ['nice', '-n', str(self.niceness), sys.executable, '-m', 'mlflow', 'server', '--host', '127.0.0.1',
-             '--port', str(self.port), '--workers', '1',
+            ['nice', '-n', str(self.niceness), sys.executable, '-m', 'mlflow', 'server',
+             '--host', '127.0.0.1', '--port', str(self.port), '--workers', '1',
              '--backend-store-uri', f'sqlite:///{self.folder}/mlflow.db',
              '--artifacts-destination', str(self.folder / 'artifacts')],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            # Its own process group (stopped as a whole), in this session: a new session would
+            # put it in a scheduler autogroup of its own, where its niceness no longer yields
+            # the CPU to this process.
+            stdout=log, stderr=subprocess.STDOUT, process_group=0)
         log.close()
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
