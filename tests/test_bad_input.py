@@ -278,7 +278,7 @@ def test_trial_refuses_an_empty_training_split(dataset_copy, tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------------------
-# harness.eps.pseudo_masks: nothing left in the folder it runs from
+# harness.pseudo_masks: nothing left in the folder it runs from
 
 
 @pytest.fixture
@@ -304,7 +304,7 @@ def pseudo_mask_inputs(tiny_dataset, tmp_path, monkeypatch):
 ])
 def test_pseudo_masks_refuse_an_unreadable_checkpoint(content, expected, pseudo_mask_inputs,
                                                       tmp_path, capsys):
-    from harness.eps import pseudo_masks
+    from harness import pseudo_masks
     config, run_folder, state_dict_file = pseudo_mask_inputs
     checkpoint = tmp_path / 'stage1.pth'
     if content == 'truncated':
@@ -318,7 +318,7 @@ def test_pseudo_masks_refuse_an_unreadable_checkpoint(content, expected, pseudo_
 
 def test_pseudo_masks_refused_after_building_the_runner_leave_no_work_dirs(pseudo_mask_inputs,
                                                                           tmp_path, capsys):
-    from harness.eps import pseudo_masks
+    from harness import pseudo_masks
     config, run_folder, state_dict_file = pseudo_mask_inputs
     other = state_dict_file(STAGE2, tmp_path / 'stage2.pth')
     assert 'does not fit the model' in refused(pseudo_masks.main, [str(config), str(other)],
@@ -329,7 +329,7 @@ def test_pseudo_masks_refused_after_building_the_runner_leave_no_work_dirs(pseud
 @pytest.mark.parametrize('argument', ['--out', '--work-dir'])
 def test_pseudo_masks_refuse_a_folder_under_a_file(argument, pseudo_mask_inputs, tmp_path,
                                                    capsys):
-    from harness.eps import pseudo_masks
+    from harness import pseudo_masks
     config, run_folder, state_dict_file = pseudo_mask_inputs
     own = state_dict_file(config, tmp_path / 'own.pth')
     (tmp_path / 'a_file').write_text('not a folder')

@@ -365,7 +365,7 @@ def test_report_refuses_a_server_nobody_answers(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------------------
-# harness.eps.pseudo_masks
+# harness.pseudo_masks
 
 
 @pytest.fixture
@@ -397,7 +397,7 @@ def state_dict_file(config: Path, path: Path) -> Path:
 
 def test_pseudo_masks_refuse_a_checkpoint_of_another_network(stage1_config_file, tmp_path,
                                                              capsys):
-    from harness.eps import pseudo_masks
+    from harness import pseudo_masks
     other = state_dict_file(STAGE2, tmp_path / 'stage2.pth')  # DeepLabV3+, not EPSClassifier
     out = tmp_path / 'masks'
     error = refused(pseudo_masks.main, [str(stage1_config_file), str(other), '--out', str(out),
@@ -408,7 +408,7 @@ def test_pseudo_masks_refuse_a_checkpoint_of_another_network(stage1_config_file,
 
 
 def test_pseudo_masks_refuse_bad_arguments_before_writing(stage1_config_file, tmp_path, capsys):
-    from harness.eps import pseudo_masks
+    from harness import pseudo_masks
     own = state_dict_file(stage1_config_file, tmp_path / 'own.pth')
     work = ['--work-dir', str(tmp_path / 'work')]
     assert 'checkpoint absent.pth not found' in refused(
@@ -424,7 +424,7 @@ def test_pseudo_masks_refuse_bad_arguments_before_writing(stage1_config_file, tm
 
 def test_pseudo_masks_accept_the_checkpoint_of_their_network(stage1_config_file, tmp_path,
                                                              capsys):
-    from harness.eps import pseudo_masks
+    from harness import pseudo_masks
     own = state_dict_file(stage1_config_file, tmp_path / 'own.pth')
     out = tmp_path / 'masks'
     try:

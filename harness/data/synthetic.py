@@ -59,13 +59,13 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
+from harness.eps.datasets import ERROR_KIND_VALUES, ERROR_KINDS, VOC_COLORMAP
+from harness.eps.datasets import SHAPES_CLASSES as CLASSES
+from harness.eps.datasets import SHAPES_PALETTE as PALETTE
+
 GENERATOR_VERSION = 2  # 2: SaliencyErrors/ (per-pixel error kinds)
 
-CLASSES: tuple[str, ...] = ("background", "disc", "square", "triangle", "cross", "ring")
 NUM_FOREGROUND = len(CLASSES) - 1
-ERROR_KINDS: tuple[str, ...] = ("missing_class", "missing_object", "false_coverage")
-# Value of each kind in SaliencyErrors/<id>.png (0: no injected error).
-ERROR_KIND_VALUES: dict[str, int] = {kind: index + 1 for index, kind in enumerate(ERROR_KINDS)}
 ERRORS_FOLDER = "SaliencyErrors"
 INFO_FILE = "dataset_info.json"
 ID_PREFIX = "shapes_"
@@ -86,22 +86,6 @@ _PLACEMENT_TRIES = 20
 _KEPT_FRACTION_RANGE = (0.25, 0.60)  # of a partially missed object
 _MIN_FALSE_REGION = 0.01  # of the image area: smaller distractor remnants are not worth covering
 
-
-def _voc_colormap(n: int) -> np.ndarray:
-    """The PASCAL VOC colormap: label i -> RGB from the interleaved bits of i; (n, 3) uint8."""
-    colours = np.zeros((n, 3), dtype=np.uint8)
-    for label in range(n):
-        value, rgb = label, [0, 0, 0]
-        for bit in range(8):
-            for channel in range(3):
-                rgb[channel] |= ((value >> channel) & 1) << (7 - bit)
-            value >>= 3
-        colours[label] = rgb
-    return colours
-
-
-VOC_COLORMAP = _voc_colormap(256)  # (256, 3) uint8, row i the colour of label i
-PALETTE: list[list[int]] = VOC_COLORMAP[: len(CLASSES)].tolist()
 
 
 def _int_field(default: int, minimum: int, help_text: str) -> int:

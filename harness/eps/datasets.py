@@ -7,7 +7,6 @@ from PIL import Image
 
 from mmseg.datasets import BaseSegDataset, PascalVOCDataset
 from mmseg.registry import DATASETS
-from harness.data import synthetic
 
 VOC_LAYOUT = ('<data_root>/JPEGImages/<id>.jpg, <data_root>/SegmentationClassAug/<id>.png '
               '(or SegmentationClass), <data_root>/SALImages/<id>.png, '
@@ -16,6 +15,30 @@ COCO_LAYOUT = ('<data_root>/JPEGImages/{train2014,val2014}/<id>.jpg, '
                '<data_root>/SegmentationClass/{train2014,val2014}/<id>.png (class indices 0..80), '
                '<data_root>/SALImages/<id>.png, <data_root>/ImageSets/{train,val}.txt, '
                '<data_root>/cls_labels.npy')
+
+
+
+def _voc_colormap(n: int) -> np.ndarray:
+    """The PASCAL VOC colormap: label i -> RGB from the interleaved bits of i; (n, 3) uint8."""
+    colours = np.zeros((n, 3), dtype=np.uint8)
+    for label in range(n):
+        value, rgb = label, [0, 0, 0]
+        for bit in range(8):
+            for channel in range(3):
+                rgb[channel] |= ((value >> channel) & 1) << (7 - bit)
+            value >>= 3
+        colours[label] = rgb
+    return colours
+
+
+VOC_COLORMAP = _voc_colormap(256)  # (256, 3) uint8, row i the colour of label i
+
+# The bundled dataset's classes, and the kinds of saliency error it injects with the value of
+# each in its ``SaliencyErrors/<id>.png`` (0: no injected error).
+SHAPES_CLASSES = ('background', 'disc', 'square', 'triangle', 'cross', 'ring')
+SHAPES_PALETTE = VOC_COLORMAP[:len(SHAPES_CLASSES)].tolist()
+ERROR_KINDS = ('missing_class', 'missing_object', 'false_coverage')
+ERROR_KIND_VALUES = {kind: index + 1 for index, kind in enumerate(ERROR_KINDS)}
 
 # MS COCO's 80 object classes in the order of its category ids (the order of WSSS code's
 # cls_labels.npy and label PNGs: index i is the i-th class, 0 is background).
@@ -149,7 +172,7 @@ class WSSSVOCDataset(BaseSegDataset):
 class SyntheticShapesDataset(WSSSVOCDataset):
     """The bundled dataset (``python -m harness.data.synthetic``): VOC layout, shape classes."""
 
-    METAINFO = dict(classes=synthetic.CLASSES, palette=synthetic.PALETTE)
+    METAINFO = dict(classes=SHAPES_CLASSES, palette=SHAPES_PALETTE)
 
 
 @DATASETS.register_module()
@@ -166,7 +189,7 @@ class WSSSCOCODataset(WSSSVOCDataset):
     :class:`WSSSVOCDataset`'s.
     """
 
-    # Label PNGs in the VOC colormap, extended to 81 labels (the bundled generator's table).
+    # Label PNGs in the VOC colormap, extended to 81 labels.
     METAINFO = dict(classes=COCO_CLASSES,
-                    palette=synthetic.VOC_COLORMAP[:len(COCO_CLASSES)].tolist())
+                    palette=VOC_COLORMAP[:len(COCO_CLASSES)].tolist())
     LAYOUT = COCO_LAYOUT

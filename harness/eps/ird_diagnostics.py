@@ -19,6 +19,7 @@ training iterations after IRD's warm-up and after training, logs ``ird/precision
 ``ird/recall`` and ``ird/share.<kind>`` / ``ird/recall.<kind>`` with the iteration as step, and
 writes the per-image figures and the dropped regions next to the pseudo-masks.
 """
+import json
 import os
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
@@ -26,17 +27,22 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 import torch
 from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 from PIL import Image
 from torch import Tensor
 
 from mmseg.registry import HOOKS
-from harness import strict_json
-from harness.data.synthetic import ERROR_KIND_VALUES
+from .datasets import ERROR_KIND_VALUES
 from .ird_loss import IRDLoss
 
 IGNORE_INDEX = 255
 METRIC_PREFIX = 'ird'
+
+
+def _unwrapped(runner: Runner) -> torch.nn.Module:
+    """The runner's model without its DDP (or other MMEngine) wrapper."""
+    return runner.model.module if is_model_wrapper(runner.model) else runner.model
 
 
 def error_counts(dropped: Tensor, salient: Tensor, mask: Tensor,
@@ -128,7 +134,7 @@ class IRDDiagnosticsHook(Hook):
         self.latest: Optional[Dict[str, Any]] = None
 
     def before_train(self, runner: Runner) -> None:
-        loss = getattr(_unwrapped(runner.model), 'loss_sal', None)
+        loss = getattr(_unwrapped(runner), 'loss_sal', None)
         if not isinstance(loss, IRDLoss):
             raise TypeError(f'IRDDiagnosticsHook measures IRDLoss, but the model trains with '
                             f'loss_sal {type(loss).__name__}: remove the hook from custom_hooks')
@@ -139,7 +145,7 @@ class IRDDiagnosticsHook(Hook):
     def after_train_iter(self, runner: Runner, batch_idx: int, data_batch: Any = None,
                          outputs: Any = None) -> None:
         iteration = runner.iter + 1
-        warmup = _unwrapped(runner.model).loss_sal.warmup_iters
+        warmup = _unwrapped(runner).loss_sal.warmup_iters
         # The last iteration is measured by after_train.
         if (self.interval and iteration % self.interval == 0 and warmup < iteration
                 < runner.max_iters):
@@ -150,7 +156,7 @@ class IRDDiagnosticsHook(Hook):
 
     def _measure(self, runner: Runner, iteration: int, keep_images: bool) -> None:
         if runner.rank == 0:
-            model = _unwrapped(runner.model)
+            model = _unwrapped(runner)
             was_training = model.training
             model.eval()
             per_image = measure(model, self.dataloader)
@@ -176,7 +182,7 @@ class IRDDiagnosticsHook(Hook):
             image_id: {**record['counts'], **summarise(record['counts'])}
             for image_id, record in per_image.items()}}
         partial = folder.with_name(f'.{self.out_dir}.json.{os.getpid()}')
-        partial.write_text(strict_json.dumps(report, indent=1))
+        partial.write_text(json.dumps(report, indent=1, allow_nan=False))
         os.replace(partial, folder.with_name(f'{self.out_dir}.json'))
 
 
@@ -225,6 +231,3 @@ def _padded(maps: List[Tensor], size: Sequence[int]) -> Tensor:
     return torch.stack([torch.nn.functional.pad(
         m, (0, size[1] - m.shape[-1], 0, size[0] - m.shape[-2])) for m in maps])
 
-
-def _unwrapped(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if hasattr(model, 'module') else model

@@ -1,6 +1,7 @@
 """mIoU with the per-class IoU returned, not only printed."""
+import math
 from collections import OrderedDict
-from typing import Dict, List
+from typing import Dict, List, Mapping, Optional
 
 import numpy as np
 
@@ -25,3 +26,9 @@ class PerClassIoUMetric(IoUMetric):
             (f'IoU.{name}', float(np.round(iou * 100, 2)))
             for name, iou in zip(class_names, np.asarray(per_class['IoU']))))
         return metrics
+
+
+def finite_or_none(metrics: Mapping[str, float]) -> Dict[str, Optional[float]]:
+    """``metrics`` with each NaN (the IoU of a class absent from both the ground truth and the
+    predictions) as None: ``null`` in a JSON file, which strict JSON readers accept."""
+    return {key: value if math.isfinite(value) else None for key, value in metrics.items()}

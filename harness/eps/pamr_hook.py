@@ -1,4 +1,5 @@
 """Hook that turns the trained stage-1 model into pseudo-masks on disk."""
+import json
 import math
 from pathlib import Path
 from typing import Dict
@@ -7,8 +8,8 @@ from mmengine.hooks import Hook
 from mmengine.runner import Runner
 
 from mmseg.registry import HOOKS
-from harness import strict_json
 from .checkpoints import write_whole
+from .metrics import finite_or_none
 from .pseudo_masks import generate_pseudo_masks
 
 
@@ -46,4 +47,4 @@ class PAMRHook(Hook):
                 {key: value for key, value in metrics.items() if math.isfinite(value)},
                 step=runner.iter)
             write_whole(out_dir.with_name(out_dir.name + '_metrics.json'),
-                        strict_json.dumps(metrics).encode())
+                        json.dumps(finite_or_none(metrics), allow_nan=False).encode())

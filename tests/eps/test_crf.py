@@ -13,7 +13,7 @@ from PIL import Image
 import harness.eps  # noqa: F401
 from harness.eps import DenseCRF
 from harness.overrides import apply_overrides
-from harness.eps.pseudo_masks import main as pseudo_masks_main
+from harness.pseudo_masks import main as pseudo_masks_main
 from mmseg.registry import MODELS
 
 STAGE1_CONFIG = 'mm_configs/eps/epspp-ird_r18-tiny_1xb16-600i_shapes-64x64.py'
