@@ -37,8 +37,7 @@ class IRDLoss(SaliencyLoss):
     Warm-up: at initialisation the softmax gives every present class about ``1 / (C + 1)``, so
     ``B(M_r)`` is 0 everywhere, every salient pixel counts as inconsistent and is dropped, and
     only background pixels are supervised: trained from scratch, the network then settles on
-    "background everywhere" (measured on the bundled data: pseudo-mask mIoU 14.8, the background
-    class alone). For the first ``warmup_iters`` training iterations nothing is dropped
+    "background everywhere" (on the bundled data: docs/method.md). For the first ``warmup_iters`` training iterations nothing is dropped
     (``N = 0``, a plain saliency MSE on ``M_fg``); the iteration is read from MMEngine's
     ``MessageHub`` (outside a runner, the loss is always the paper's).
 
@@ -49,9 +48,8 @@ class IRDLoss(SaliencyLoss):
       (``relu(M_i) / max relu(M_i)``, the usual WSSS localization map), their pixel-wise max.
       They follow the classification evidence and not the background channel, so the second
       opinion that decides which saliency pixels to drop cannot drift with the network's own
-      background. Measured on the bundled data (from scratch, 600 iterations): with
-      ``'softmax'`` the background channel took over the objects of 4 of 5 classes (pseudo-mask
-      mIoU 25.1); see docs/method.md for the ``'cam'`` figures.
+      background. On the bundled data, trained from scratch, ``'softmax'`` let the background
+      channel take over most classes' objects (docs/method.md has both choices' figures).
 
     Args:
         threshold: Binarisation threshold of ``B`` (0.5 in the paper; swept by the harness).

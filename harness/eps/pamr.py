@@ -58,9 +58,8 @@ from torch import Tensor
 from mmseg.registry import MODELS
 
 PATHS = ('auto', 'embedding_bag', 'shifted', 'triton')
-# Largest number of classes for which the shifted path beats embedding_bag on CPU. Measured on
-# 2 cores (batch 8, image 128x128, 10 iterations), shifted / embedding_bag: 43 / 146 ms at
-# K = 1, 50 / 108 ms at K = 2, 89 / 93 ms at K = 4, 224 / 113 ms at K = 21.
+# Largest number of classes for which the shifted path beats embedding_bag on CPU
+# (benchmarks/bench_pamr.py; the figures: docs/benchmarks.md).
 CPU_SHIFTED_MAX_CLASSES = 2
 # Largest difference from the 'shifted' path, on the probe's values in [0, 1], for which 'auto'
 # trusts the Triton kernels: the tolerance the tests hold every path to against the reference.
