@@ -28,7 +28,7 @@ Everything lives under ``<storage_path>/<name>/`` (shared storage on a multi-nod
     trials/<trial id>/  each trial's work dir: a restarted worker resumes from its checkpoints
     trials/<trial id>/worker-<rank>.log   everything a worker printed
     stage1/<hash>/      stage-1 runs, shared by the trials with the same stage-1 config
-    train/<trial id>/   each trial's Ray Train run (its reported checkpoints)
+    train/<trial id>/   each trial's Ray Train run
 """
 import argparse
 import json
@@ -39,7 +39,6 @@ import shlex
 import signal
 import socket
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -97,7 +96,7 @@ def train_func(config: Dict[str, Any]) -> None:
         if run is not None:
             run.log_metrics(metrics)
         if TUNE_METRIC in metrics:
-            _report_with_checkpoint(metrics, work_dir, rank)
+            ray.train.report(metrics)
 
     try:
         result = run_trial(spec, work_dir, stage1_cache=Path(config['stage1_cache']),
@@ -112,7 +111,7 @@ def train_func(config: Dict[str, Any]) -> None:
         if run is not None:
             run.finish('FAILED')
         raise
-    _report_with_checkpoint(result, work_dir, rank)
+    ray.train.report(result)
     if run is not None:
         run.finish()
 
@@ -132,21 +131,6 @@ def _send_output_to(path: Path) -> None:
     os.dup2(log, 1)
     os.dup2(log, 2)
     os.close(log)
-
-
-def _report_with_checkpoint(metrics: Dict[str, Any], work_dir: Path, rank: int) -> None:
-    """``ray.train.report`` on every rank; rank 0 attaches a small checkpoint naming the work dir
-    (the trial's real state: MMEngine checkpoints, result.json) and the stage-2 iteration."""
-    import ray.train
-
-    if rank != 0:
-        ray.train.report(metrics)
-        return
-    with tempfile.TemporaryDirectory() as folder:
-        Path(folder, 'trial.json').write_text(json.dumps(
-            {'work_dir': str(work_dir), 'val/iter': metrics.get('val/iter'),
-             'finished': (work_dir / 'result.json').is_file()}))
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
 
 def _record_worker(work_dir: Path, rank: int) -> None:
@@ -179,7 +163,7 @@ def tune_trial(config: Dict[str, Any], sweep: SweepConfig, tracking: Dict[str, s
     ``<experiment>/trials/<trial id>``: a restored sweep finds both again.
     """
     import ray.tune
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig
+    from ray.train import FailureConfig, RunConfig
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -197,7 +181,6 @@ def tune_trial(config: Dict[str, Any], sweep: SweepConfig, tracking: Dict[str, s
         run_config=RunConfig(
             name=trial_id, storage_path=str(sweep.experiment_dir / 'train'),
             failure_config=FailureConfig(max_failures=sweep.failure.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=1),
             callbacks=[TuneReportCallback()]))
     remove_orphaned_placement_groups()
     trainer.fit()
@@ -554,8 +537,8 @@ def run_sweep(sweep: SweepConfig, resume: bool = False,
                 metric=TUNE_METRIC, mode='max', scheduler=scheduler(sweep),
                 num_samples=sweep.num_samples,
                 max_concurrent_trials=max_concurrent_trials(sweep, ray.cluster_resources()),
-                # A trial's driver process has imported Ray Train and torch (~10 s on 2 cores):
-                # the next trial reuses it.
+                # A trial's driver process has imported Ray Train and torch (seconds): the next
+                # trial reuses it.
                 reuse_actors=True, trial_dirname_creator=trial_folder_name),
             run_config=tune.RunConfig(name=sweep.name, storage_path=sweep.storage_path,
                                       # A node lost with a trial's Tune actor and Train
@@ -698,7 +681,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         sweep = load_sweep(args.sweep_file, storage_path=args.storage_path, address=args.address)
-        points = check_trials(sweep)
+        points = check_trials(sweep, make_bundled=not args.check)
         if sweep.mlflow.tracking_uri is not None:
             check_tracking_uri(sweep.mlflow.tracking_uri, create=True)
         check_sweep_folder(sweep, args.resume)

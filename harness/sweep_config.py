@@ -35,24 +35,23 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, List, Literal, Mapping, Optional, Tuple, Type, Union
 
-import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from harness.spec import SEED_LIMIT, SHORT_NAMES, STAGES, TrialSpec, canonical_keys, spec_keys
 from harness.tracking import default_tracking_uri
-from harness.validation import InvalidSetting, check_storage_path, message_of, sync_bn_warning
+from harness.validation import (InvalidSetting, check_storage_path, message_of, read_yaml,
+                                sync_bn_warning)
 from harness.validation import check_trials as check_trial_specs
 
 DISTRIBUTIONS = ('grid_search', 'choice', 'uniform', 'loguniform')
-SCHEDULERS = ('fifo', 'asha')
 # The Tune trial only drives its TorchTrainer; the CPUs belong to the Train workers. A non-zero
 # request keeps Tune from launching every trial at once.
 TRAINABLE_CPUS = 0.01
 DEFAULT_STORAGE_PATH = 'outputs/sweeps'
 # The most grid points a sweep may have: every one is built and checked before the sweep starts
-# (about 50 ms each on 2 CPU cores: 500 points take some 25 s), and each grid_search point is
-# a trial.
+# (seconds per hundred points: docs/benchmarks.md), and each grid_search point is a trial.
 MAX_GRID_POINTS = 500
 # TrialSpec keys holding paths: resolved against the driver's working directory before they
 # travel to Ray workers, which run elsewhere.
@@ -65,30 +64,14 @@ class SweepConfigError(InvalidSetting):
     """A sweep file that cannot run; the message names the file, key, value and valid choices."""
 
 
-MERGE_TAG = 'tag:yaml.org,2002:merge'
+class _Settings(BaseModel):
+    """A section of the sweep file: unknown keys, and values of another type or out of range, are
+    refused; each field's ``description`` says what is valid, in the words of the error."""
+
+    model_config = ConfigDict(extra='forbid', frozen=True, strict=True)
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that refuses a mapping with a key given twice (YAML itself keeps the
-    last value silently). Merge keys (``<<: *anchor``) work as in ``yaml.safe_load``: the keys
-    written out replace the merged ones."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> Dict[Any, Any]:
-        seen = set()
-        for key_node, _ in node.value:
-            if key_node.tag == MERGE_TAG:
-                continue
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f'key {key!r} is given twice in one mapping (keep one)',
-                    key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-@dataclass(frozen=True)
-class Resources:
+class Resources(_Settings):
     """What one trial's Ray Train worker group holds.
 
     Attributes:
@@ -97,13 +80,21 @@ class Resources:
         gpus_per_worker: GPUs per worker; > 0 selects NCCL, 0 selects gloo on CPU.
     """
 
-    num_workers: int = 1
-    cpus_per_worker: float = 1.0
-    gpus_per_worker: float = 0.0
+    num_workers: int = Field(1, ge=1, description='an integer >= 1')
+    cpus_per_worker: float = Field(1.0, gt=0, description='a number > 0')
+    gpus_per_worker: float = Field(
+        0.0, ge=0, description='a number >= 0: a fraction of one GPU (0.25 shares a GPU between '
+        '4 workers) or a whole number')
+
+    @field_validator('gpus_per_worker')
+    @classmethod
+    def _fraction_or_whole(cls, value: float) -> float:
+        if value > 1 and not value.is_integer():
+            raise ValueError('neither a fraction of one GPU nor a whole number')
+        return value
 
 
-@dataclass(frozen=True)
-class Scheduler:
+class Scheduler(_Settings):
     """Tune's trial scheduler on ``val/mIoU`` (mode max).
 
     Attributes:
@@ -113,14 +104,15 @@ class Scheduler:
         max_t: ASHA: stage-2 iterations of the longest trial (its ``train_cfg.max_iters``).
     """
 
-    type: str = 'fifo'
-    grace_period: Optional[int] = None
-    reduction_factor: float = 4.0
-    max_t: Optional[int] = None
+    type: Literal['fifo', 'asha'] = Field('fifo', description="one of ['fifo', 'asha']")
+    grace_period: Optional[int] = Field(
+        None, ge=1, description='an integer >= 1 in stage-2 iterations (val/iter)')
+    reduction_factor: float = Field(4.0, gt=1, description='a number > 1')
+    max_t: Optional[int] = Field(
+        None, ge=1, description='an integer >= 1 in stage-2 iterations (val/iter)')
 
 
-@dataclass(frozen=True)
-class MlflowSettings:
+class MlflowSettings(_Settings):
     """Where trials are tracked.
 
     Attributes:
@@ -128,12 +120,11 @@ class MlflowSettings:
         experiment_name: MLflow experiment; default the sweep's name.
     """
 
-    tracking_uri: Optional[str] = None
-    experiment_name: Optional[str] = None
+    tracking_uri: Optional[str] = Field(None, description='an MLflow tracking URI, or null')
+    experiment_name: Optional[str] = Field(None, description='a string, or null')
 
 
-@dataclass(frozen=True)
-class RaySettings:
+class RaySettings(_Settings):
     """Which Ray cluster runs the sweep.
 
     Attributes:
@@ -144,14 +135,13 @@ class RaySettings:
         include_dashboard: Start the dashboard with a local Ray.
     """
 
-    address: str = ''
-    dashboard_host: str = '127.0.0.1'
-    dashboard_port: int = 8265
-    include_dashboard: bool = True
+    address: str = Field('', description="'' (a local Ray), 'auto' or 'host:port'")
+    dashboard_host: str = Field('127.0.0.1', description='an interface, e.g. 127.0.0.1')
+    dashboard_port: int = Field(8265, ge=1, le=65535, description='a TCP port 1..65535')
+    include_dashboard: bool = Field(True, description='true or false')
 
 
-@dataclass(frozen=True)
-class FailureSettings:
+class FailureSettings(_Settings):
     """Fault tolerance of one trial.
 
     Attributes:
@@ -161,7 +151,7 @@ class FailureSettings:
             attempt runs up to ``(max_failures + 1) ** 2`` times. -1: without limit.
     """
 
-    max_failures: int = 0
+    max_failures: int = Field(0, ge=-1, description='an integer >= 0, or -1 for no limit')
 
 
 @dataclass(frozen=True)
@@ -231,21 +221,6 @@ def load_sweep(path: Union[str, Path], storage_path: Optional[str] = None,
     return parse_sweep(raw, str(path), storage_path=storage_path, address=address)
 
 
-def read_yaml(path: Path) -> Any:
-    """The content of the YAML file ``path`` (safe tags only, a key given twice refused).
-
-    Raises:
-        SweepConfigError: naming the file, line and column of a syntax error.
-    """
-    try:
-        return yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
-    except yaml.YAMLError as error:
-        mark = getattr(error, 'problem_mark', None)
-        where = f' (line {mark.line + 1}, column {mark.column + 1})' if mark else ''
-        problem = getattr(error, 'problem', None) or str(error).splitlines()[0]
-        raise SweepConfigError(f'{path} is not valid YAML{where}: {problem}') from error
-
-
 def parse_sweep(raw: Mapping[str, Any], source: str, storage_path: Optional[str] = None,
                 address: Optional[str] = None) -> SweepConfig:
     """Builds a :class:`SweepConfig` from the mapping of a sweep file (see :func:`load_sweep`)."""
@@ -293,25 +268,11 @@ def parse_sweep(raw: Mapping[str, Any], source: str, storage_path: Optional[str]
              max_concurrent, 'an integer >= 1, or null for no limit')
 
     resources = _section(Resources, raw.get('resources'), source, 'resources')
-    _require(resources.num_workers >= 1, source, 'resources.num_workers',
-             resources.num_workers, 'an integer >= 1')
-    _require(resources.cpus_per_worker > 0, source, 'resources.cpus_per_worker',
-             resources.cpus_per_worker, 'a number > 0')
-    _require(resources.gpus_per_worker >= 0, source, 'resources.gpus_per_worker',
-             resources.gpus_per_worker, 'a number >= 0')
-    _require(resources.gpus_per_worker <= 1 or resources.gpus_per_worker.is_integer(), source,
-             'resources.gpus_per_worker', resources.gpus_per_worker,
-             'a fraction of one GPU (0.25 shares a GPU between 4 workers) or a whole number')
-
     scheduler = _scheduler(raw.get('scheduler', 'fifo'), source)
     failure = _section(FailureSettings, raw.get('failure'), source, 'failure')
-    _require(failure.max_failures >= -1, source, 'failure.max_failures', failure.max_failures,
-             'an integer >= 0, or -1 for no limit')
     ray_settings = _section(RaySettings, raw.get('ray'), source, 'ray')
     if address is not None:
-        ray_settings = dataclasses.replace(ray_settings, address=address)
-    _require(1 <= ray_settings.dashboard_port <= 65535, source, 'ray.dashboard_port',
-             ray_settings.dashboard_port, 'a TCP port 1..65535')
+        ray_settings = ray_settings.model_copy(update={'address': address})
 
     storage = storage_path or _typed(raw.get('storage_path', DEFAULT_STORAGE_PATH), str, source,
                                      'storage_path')
@@ -350,11 +311,12 @@ def grid_points(sweep: SweepConfig) -> Iterator[Dict[str, Any]]:
         yield {**sweep.overrides, **dict(zip(axes, combination))}
 
 
-def check_trials(sweep: SweepConfig) -> int:
+def check_trials(sweep: SweepConfig, make_bundled: bool = True) -> int:
     """Builds every grid point's TrialSpec and checks them all (see
     :func:`harness.validation.check_trials`); returns the number of grid points.
 
-    The bundled dataset is generated here when absent (once, before trials race for it).
+    With ``make_bundled``, the bundled dataset is generated here when absent (once, before trials
+    race for it); without, nothing is written.
 
     Raises:
         SweepConfigError: naming the grid point and what is wrong with it.
@@ -387,7 +349,7 @@ def check_trials(sweep: SweepConfig) -> int:
                                '0: mixed precision runs on GPUs only; give the workers GPUs or '
                                'set amp: false')
     try:
-        check_trial_specs(specs, explicit_keys(sweep), sweep.source, labels)
+        check_trial_specs(specs, explicit_keys(sweep), sweep.source, labels, make_bundled)
     except InvalidSetting as error:
         raise SweepConfigError(str(error)) from error
     if sweep.resources.gpus_per_worker == 0:
@@ -503,58 +465,57 @@ def _scheduler(raw: Any, source: str) -> Scheduler:
     if isinstance(raw, str):
         raw = {'type': raw}
     scheduler = _section(Scheduler, raw, source, 'scheduler')
-    _require(scheduler.type in SCHEDULERS, source, 'scheduler.type', scheduler.type,
-             f'one of {list(SCHEDULERS)}')
     if scheduler.type == 'asha':
         for key in ('grace_period', 'max_t'):
-            value = getattr(scheduler, key)
-            _require(value is not None and value >= 1, source, f'scheduler.{key}', value,
-                     'an integer >= 1 in stage-2 iterations (val/iter)')
+            _require(getattr(scheduler, key) is not None, source, f'scheduler.{key}', None,
+                     Scheduler.model_fields[key].description)
         _require(scheduler.grace_period <= scheduler.max_t, source, 'scheduler.grace_period',
                  scheduler.grace_period, f'at most max_t ({scheduler.max_t})')
-        _require(scheduler.reduction_factor > 1, source, 'scheduler.reduction_factor',
-                 scheduler.reduction_factor, 'a number > 1')
     elif raw.keys() - {'type'}:
         raise SweepConfigError(f'{source}: scheduler: {sorted(raw.keys() - {"type"})} only '
                                "apply to type 'asha'")
     return scheduler
 
 
-def _section(cls: type, raw: Any, source: str, where: str) -> Any:
-    """A settings dataclass from a mapping: unknown keys and wrong types name the valid ones."""
-    if raw is None:
-        return cls()
-    raw = _typed(raw, dict, source, where)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - set(fields))
-    if unknown:
-        raise SweepConfigError(f'{source}: {where}: unknown key(s) {unknown}; valid keys: '
-                               f'{list(fields)}')
-    return cls(**{key: _typed(value, fields[key].type, source, f'{where}.{key}')
-                  for key, value in raw.items()})
+def _section(model: Type[_Settings], raw: Any, source: str, where: str) -> Any:
+    """The settings ``model`` from a mapping of the sweep file (None: its defaults); an unknown
+    key or an invalid value is one line naming the key and what is valid."""
+    raw = {} if raw is None else _typed(raw, dict, source, where)
+    try:
+        return model(**raw)
+    except ValidationError as error:
+        problem = error.errors()[0]
+        if problem['type'] == 'extra_forbidden':
+            unknown = sorted(set(raw) - set(model.model_fields))
+            raise SweepConfigError(f'{source}: {where}: unknown key(s) {unknown}; valid keys: '
+                                   f'{list(model.model_fields)}') from None
+        key = problem['loc'][0]
+        raise _invalid(source, f'{where}.{key}', raw[key],
+                       model.model_fields[key].description) from None
 
 
 def _typed(value: Any, expected: Any, source: str, where: str) -> Any:
-    """``value`` if it is of type ``expected`` (int/float/str/bool/dict, or Optional of one);
-    an int is accepted (and converted) where a float is expected."""
+    """``value`` if it is of type ``expected`` (int/str/dict, or Optional of one)."""
     optional = getattr(expected, '__origin__', None) is Union
     if optional:
         if value is None:
             return None
         expected = next(t for t in expected.__args__ if t is not type(None))
-    checks = {int: _is_int, float: _is_number, bool: lambda v: isinstance(v, bool),
-              str: lambda v: isinstance(v, str), dict: lambda v: isinstance(v, dict)}
+    checks = {int: _is_int, str: lambda v: isinstance(v, str), dict: lambda v: isinstance(v, dict)}
     if not checks[expected](value):
-        names = {int: 'an integer', float: 'a number', bool: 'true or false', str: 'a string',
-                 dict: 'a mapping'}
+        names = {int: 'an integer', str: 'a string', dict: 'a mapping'}
         raise SweepConfigError(f'{source}: {where}: {value!r} must be {names[expected]}'
                                + (' or null' if optional else ''))
-    return float(value) if expected is float else value
+    return value
+
+
+def _invalid(source: str, where: str, value: Any, valid: str) -> SweepConfigError:
+    return SweepConfigError(f'{source}: {where}: {value!r} is not valid; expected {valid}')
 
 
 def _require(condition: bool, source: str, where: str, value: Any, valid: str) -> None:
     if not condition:
-        raise SweepConfigError(f'{source}: {where}: {value!r} is not valid; expected {valid}')
+        raise _invalid(source, where, value, valid)
 
 
 def _absolute_if_path(key: str, value: Any) -> Any:

@@ -41,9 +41,8 @@ from harness.eps.ird_diagnostics import IRDDiagnosticsHook
 from harness.overrides import parse_assignments
 from harness.spec import SHORT_NAMES, STAGES, TASKS, TrialSpec, canonical_keys, digest_of
 from harness.stage_configs import labelled_split, replace_sync_bn, stage1_config, stage2_config
-from harness.sweep_config import read_yaml
 from harness.validation import (InvalidSetting, check_amp, check_folder_argument, check_trials,
-                                message_of, sync_bn_warning)
+                                message_of, read_yaml, sync_bn_warning)
 
 __all__ = ['TrialSpec', 'TASKS', 'SHORT_NAMES', 'run_trial', 'load_spec', 'main']
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -176,7 +175,7 @@ def _run_trial(spec: TrialSpec, work_dir: Path, stage1_cache: Optional[Path],
         'time/stage2_s': round(stage2_seconds, 2),
     })
     if _rank() == 0:
-        _write_atomically(result_file, strict_json.dumps(result, indent=2))
+        write_whole(result_file, strict_json.dumps(result, indent=2).encode())
     _barrier()
     return result
 
@@ -225,8 +224,8 @@ def _claim_work_dir(work_dir: Path, spec: TrialSpec) -> None:
     check_work_dir(work_dir, spec)
     if _rank() == 0 and not (work_dir / SPEC_FILE).is_file():
         work_dir.mkdir(parents=True, exist_ok=True)
-        _write_atomically(work_dir / SPEC_FILE,
-                          strict_json.dumps(spec.resolved().to_dict(), indent=2))
+        write_whole(work_dir / SPEC_FILE,
+                    strict_json.dumps(spec.resolved().to_dict(), indent=2).encode())
     _barrier()
 
 
@@ -278,7 +277,7 @@ def _run_stage1_once(cfg: Config, stage1_dir: Path, report: Optional[Report]) ->
         if diagnostics_file.is_file():
             metrics.update(json.loads(diagnostics_file.read_text())['total'])
         if _rank() == 0:
-            _write_atomically(done_file, strict_json.dumps(metrics, indent=2))
+            write_whole(done_file, strict_json.dumps(metrics, indent=2).encode())
         _barrier()
     return {'metrics': metrics, 'reused': False}
 
@@ -312,9 +311,8 @@ def shut_down_dataloader_workers(runner: Any) -> None:
 
     A finished MMEngine runner keeps them: the iter-based train loop holds its iterator, a
     ``persistent_workers`` loader its own. Left alone they end when the garbage collector frees
-    the runner, at some allocation of the next stage, and then each worker's join ran into its
-    5-s timeout: 20 s of the next stage's start with 4 train workers, measured on CPU
-    (``benchmarks/bench_startup.py --repeat 2``). Shut down here they end in about 0.1 s.
+    the runner, at some allocation of the next stage, where each worker's join runs into
+    PyTorch's 5-s timeout (docs/benchmarks.md: ``benchmarks/bench_startup.py``).
     """
     from torch.utils.data.dataloader import _MultiProcessingDataLoaderIter
 
@@ -361,10 +359,6 @@ def _exclusive(lock_path: Path) -> Iterator[None]:
         finally:
             _barrier()
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    write_whole(path, text.encode())
 
 
 @contextmanager

@@ -19,6 +19,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Callable, Collection, Dict, List, Optional, Sequence, Set, Union
 
+import yaml
 from mmengine.config import Config
 
 from harness.spec import TrialSpec
@@ -39,8 +40,45 @@ class InvalidSetting(ValueError):
     """A setting that cannot run; the message names it and what is valid (one line)."""
 
 
+MERGE_TAG = 'tag:yaml.org,2002:merge'
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a mapping with a key given twice (YAML itself keeps the
+    last value silently). Merge keys (``<<: *anchor``) work as in ``yaml.safe_load``: the keys
+    written out replace the merged ones."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> Dict[Any, Any]:
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == MERGE_TAG:
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f'key {key!r} is given twice in one mapping (keep one)',
+                    key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: Path) -> Any:
+    """The content of the YAML file ``path`` (safe tags only, a key given twice refused).
+
+    Raises:
+        InvalidSetting: naming the file, line and column of a syntax error.
+    """
+    try:
+        return yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as error:
+        mark = getattr(error, 'problem_mark', None)
+        where = f' (line {mark.line + 1}, column {mark.column + 1})' if mark else ''
+        problem = getattr(error, 'problem', None) or str(error).splitlines()[0]
+        raise InvalidSetting(f'{path} is not valid YAML{where}: {problem}') from error
+
+
 def check_trials(specs: Sequence[TrialSpec], explicit: Collection[str], source: str,
-                 labels: Optional[Sequence[str]] = None) -> None:
+                 labels: Optional[Sequence[str]] = None, make_bundled: bool = True) -> None:
     """Checks the trials of a sweep (or the one trial of ``harness.trial``) before anything runs.
 
     Args:
@@ -50,10 +88,12 @@ def check_trials(specs: Sequence[TrialSpec], explicit: Collection[str], source: 
         source: What the settings came from (a sweep file, ``--set``), for the messages.
         labels: How each trial is named in messages (default: its index; an empty label for a
             single trial, whose source says it all).
+        make_bundled: Generate the bundled dataset at the configs' own ``data_root`` when it is
+            absent, after every other check passed (False, for a check that writes nothing:
+            its data is then not checked, as it will be generated).
 
-    The bundled dataset is generated at the configs' own ``data_root`` when it is absent, after
-    every other check passed; a ``data_root`` the user named must exist. A bundled dataset that
-    is there must be of this code's generator version (any settings).
+    A ``data_root`` the user named must exist. A bundled dataset that is there must be of this
+    code's generator version (any settings).
 
     Raises:
         InvalidSetting: naming the trial, the setting and what is valid.
@@ -79,7 +119,7 @@ def check_trials(specs: Sequence[TrialSpec], explicit: Collection[str], source: 
     _check_distinct(specs, labels, [cfg1 for cfg1, _ in stage_configs], source)
     for spec, label, (cfg1, cfg2) in zip(specs, labels, stage_configs):
         _check_data(spec, cfg1, cfg2, 'data_root' in explicit,
-                    f'{source}: {label}' if label else source)
+                    f'{source}: {label}' if label else source, make_bundled)
 
 
 def _integer(low: int, also: Optional[int] = None) -> Callable[[Any], bool]:
@@ -410,7 +450,8 @@ def _check_distinct(specs: Sequence[TrialSpec], labels: Sequence[str], stage1_cf
         seen[identity] = label
 
 
-def _check_data(spec: TrialSpec, cfg1: Config, cfg2: Config, data_root_given: bool, where: str) -> None:
+def _check_data(spec: TrialSpec, cfg1: Config, cfg2: Config, data_root_given: bool, where: str,
+                make_bundled: bool) -> None:
     """The dataset folder, the stage-2 training split and the split file, before stage 1."""
     from harness.data import synthetic
     from harness.stage_configs import labelled_split
@@ -420,6 +461,8 @@ def _check_data(spec: TrialSpec, cfg1: Config, cfg2: Config, data_root_given: bo
     named = 'data_root' if data_root_given else f'data_root of {spec.stage1_config}'
     if not root.exists():
         if bundled and not data_root_given:
+            if not make_bundled:
+                return
             synthetic.ensure_dataset(root)  # the configs' own bundled dataset, made on first use
         else:
             hint = (f'To put the bundled dataset there: python -m harness.data.synthetic --out '

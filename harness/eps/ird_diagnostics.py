@@ -20,7 +20,6 @@ training iterations after IRD's warm-up and after training, logs ``ird/precision
 writes the per-image figures and the dropped regions next to the pseudo-masks.
 """
 import json
-import os
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
@@ -33,6 +32,7 @@ from PIL import Image
 from torch import Tensor
 
 from mmseg.registry import HOOKS
+from .checkpoints import write_whole
 from .datasets import ERROR_KIND_VALUES
 from .ird_loss import IRDLoss
 
@@ -181,9 +181,8 @@ class IRDDiagnosticsHook(Hook):
         report = {'total': metrics, 'images': {
             image_id: {**record['counts'], **summarise(record['counts'])}
             for image_id, record in per_image.items()}}
-        partial = folder.with_name(f'.{self.out_dir}.json.{os.getpid()}')
-        partial.write_text(json.dumps(report, indent=1, allow_nan=False))
-        os.replace(partial, folder.with_name(f'{self.out_dir}.json'))
+        write_whole(folder.with_name(f'{self.out_dir}.json'),
+                    json.dumps(report, indent=1, allow_nan=False).encode())
 
 
 def measure(model: torch.nn.Module, dataloader: Any) -> Dict[str, Dict[str, Any]]:
