@@ -115,14 +115,16 @@ def run_harness(sweep_file: Path, out: Path) -> Tuple[float, str, Dict[str, floa
     return seconds, stdout, cpu.seconds()
 
 
-def run_direct(sweep: SweepConfig, out: Path) -> Tuple[float, Dict[str, float]]:
+def run_direct(sweep: SweepConfig, out: Path) -> Tuple[float, Dict[str, float], List[Path]]:
     """Wall and CPU seconds of ``python -m harness.trial`` over the sweep's grid points.
 
     As the sweep runs them: in Tune's grid order (the alphabetically first key varies fastest),
     ``max_concurrent_trials`` at a time, each with the thread count Ray gives a worker of
     ``cpus_per_worker`` CPUs (``OMP_NUM_THREADS``, at least 1); they share one stage-1 folder
-    (``OUT/trials/stage1``). Trial ``i`` of that order works in ``OUT/trials/<i>``: a finished
-    one is read back, not run again.
+    (``OUT/trials/stage1``). Each trial works in a folder named by its settings
+    (``OUT/trials/fraction=1_2-seed=0-threshold=0.3``): a finished one is read back, not run
+    again, whichever other grid points the next run has. Returns the wall and CPU seconds and
+    the trials' folders, in grid order.
     """
     axes = grid_axes(sweep)
     points = sorted(grid_points(sweep), key=lambda point: [
@@ -137,14 +139,16 @@ def run_direct(sweep: SweepConfig, out: Path) -> Tuple[float, Dict[str, float]]:
     cpu = ProcessCpu()
     cpu.start()
     started = time.perf_counter()
-    for index, overrides in enumerate(points):
+    work_dirs = [out / 'trials' / trial_folder_name({key: point[key] for key in axes})
+                 for point in points]
+    for overrides, work_dir in zip(points, work_dirs):
         while len(running) >= concurrency:
             running = [process for process in running if not _finished(process)]
             time.sleep(0.2)
         assignments = [f'--set={key}={json.dumps(value)}' for key, value in overrides.items()]
         running.append(subprocess.Popen(
             [sys.executable, '-m', 'harness.trial', str(spec_file), *assignments,
-             '--work-dir', str(out / 'trials' / f'{index:02d}'),
+             '--work-dir', str(work_dir),
              '--stage1-cache', str(out / 'trials' / 'stage1')],
             cwd=PROJECT_ROOT, env=environment, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL))
@@ -153,7 +157,14 @@ def run_direct(sweep: SweepConfig, out: Path) -> Tuple[float, Dict[str, float]]:
         _finished(process)
     seconds = time.perf_counter() - started
     cpu.stop()
-    return seconds, cpu.seconds()
+    return seconds, cpu.seconds(), work_dirs
+
+
+def trial_folder_name(axis_values: Dict[str, Any]) -> str:
+    """A trial's grid-axis values as a folder name: ``{'threshold': 0.3, 'fraction': '1/2'}``
+    -> ``'fraction=1_2-threshold=0.3'``."""
+    return re.sub(r'[^A-Za-z0-9_.=-]', '_', '-'.join(f'{key}={value}' for key, value
+                                                      in sorted(axis_values.items())))
 
 
 def _finished(process: subprocess.Popen) -> bool:
@@ -168,7 +179,7 @@ def _finished(process: subprocess.Popen) -> bool:
 def trial_seconds(trials_dir: Path) -> List[Dict[str, Any]]:
     """``time/stage1_s``, ``time/stage2_s`` (0 for a reused stage 1) of every finished trial."""
     rows = []
-    for result_file in sorted(trials_dir.glob('[0-9]*/result.json')):
+    for result_file in sorted(trials_dir.glob('*/result.json')):
         result = json.loads(result_file.read_text())
         rows.append({'trial': result_file.parent.name,
                      'fraction': result['labelled_fraction'],
@@ -192,7 +203,7 @@ def main() -> None:
 
     harness_s, output, harness_cpu = run_harness(sweep_file, args.out / 'harness')
     ray_start = re.search(r'Ray (?:started|joined at \S+) in ([\d.]+) s', output)
-    direct_s, direct_cpu = run_direct(load_sweep(sweep_file), args.out / 'direct')
+    direct_s, direct_cpu, _ = run_direct(load_sweep(sweep_file), args.out / 'direct')
 
     print(f'sweep {sweep_file.name}, {os.cpu_count()} CPUs')
     for label, trials_dir in (('harness', args.out / 'harness' / name / 'trials'),

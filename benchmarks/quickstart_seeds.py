@@ -7,8 +7,9 @@ more than the spread between seeds, for every saliency threshold? And what IRD d
 Runs every grid point of the sweep file once per seed (the sweep's own ``seeds`` replaced) with
 ``python -m harness.trial``, as many at once as the sweep allows and with a Ray worker's thread
 count (see ``bench_harness.run_direct``); trials of one seed and threshold share their stage-1
-run, as in the sweep. Finished trials under ``--out`` are read back, so an interrupted run
-resumes. Prints:
+run, as in the sweep. Each trial's folder under ``--out`` is named by its settings, and a finished
+trial is read back: an interrupted run resumes, and another seed list reuses the trials it shares.
+The tables hold this run's trials only. Prints:
 
 1. val mIoU (%) per labelled fraction (rows) and threshold (columns), mean +- std over seeds, and
    for each threshold whether every step up in fraction is larger than the seeds' spread (the
@@ -100,9 +101,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         check_folder_argument(args.out, '--out')
     except InvalidSetting as error:
         parser.exit(2, f'error: {error}\n')
-    seconds, _ = run_direct(sweep, args.out)
-    results = [json.loads(path.read_text())
-               for path in sorted((args.out / 'trials').glob('*/result.json'))]
+    seconds, _, work_dirs = run_direct(sweep, args.out)
+    results = [json.loads((work_dir / 'result.json').read_text()) for work_dir in work_dirs]
     print(f'{args.sweep_file.name}: {len(results)} trials (seeds {args.seeds}) in {seconds:.0f} s')
     print('\nval mIoU (%), mean +- std over seeds:\n')
     print('\n'.join(miou_table(results)))
