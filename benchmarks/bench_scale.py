@@ -232,7 +232,8 @@ def main(argv: List[str] = None) -> None:
     report = time_report(out, args.runs)
     print_table([(f'report: store of {report["runs"]} trial runs',
                   f'built in {report["store_build_s"]:.0f} s'),
-                 ('  python -m harness.report --json', f'{report["report_s"]:.1f} s (goal < 10 s)')])
+                 ('  python -m harness.report --json',
+                  f'{report["report_s"]:.1f} s (goal < 10 s)')])
 
 
 def print_table(rows: List[Tuple[str, str]]) -> None:

@@ -223,9 +223,10 @@ def test_command_line_check_writes_nothing_not_even_the_bundled_dataset(tmp_path
 
     monkeypatch.chdir(tmp_path)  # the bundled configs' data_root, data/shapes_voc, is under it
     configs = PROJECT_ROOT / 'mm_configs'
-    (tmp_path / 'sweep.yaml').write_text(yaml.safe_dump(sweep_of(
-        stage1_config=str(configs / 'eps' / 'epspp-ird_r18-tiny_1xb16-600i_shapes-64x64.py'),
-        stage2_config=str(configs / 'stage2' / 'deeplabv3plus_r18-tiny_1xb16-600i_shapes-64x64.py'))))
+    stage1 = configs / 'eps' / 'epspp-ird_r18-tiny_1xb16-600i_shapes-64x64.py'
+    stage2 = configs / 'stage2' / 'deeplabv3plus_r18-tiny_1xb16-600i_shapes-64x64.py'
+    (tmp_path / 'sweep.yaml').write_text(yaml.safe_dump(sweep_of(stage1_config=str(stage1),
+                                                                 stage2_config=str(stage2))))
     assert main(['sweep.yaml', '--check', '--storage-path', 'sweeps']) == 0
     assert '2 grid point(s)' in capsys.readouterr().out
     assert sorted(path.name for path in tmp_path.iterdir()) == ['sweep.yaml']

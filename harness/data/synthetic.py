@@ -87,7 +87,6 @@ _KEPT_FRACTION_RANGE = (0.25, 0.60)  # of a partially missed object
 _MIN_FALSE_REGION = 0.01  # of the image area: smaller distractor remnants are not worth covering
 
 
-
 def _int_field(default: int, minimum: int, help_text: str) -> int:
     return field(default=default, metadata={"minimum": minimum, "help": help_text})
 

@@ -17,7 +17,6 @@ COCO_LAYOUT = ('<data_root>/JPEGImages/{train2014,val2014}/<id>.jpg, '
                '<data_root>/cls_labels.npy')
 
 
-
 def _voc_colormap(n: int) -> np.ndarray:
     """The PASCAL VOC colormap: label i -> RGB from the interleaved bits of i; (n, 3) uint8."""
     colours = np.zeros((n, 3), dtype=np.uint8)

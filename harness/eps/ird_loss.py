@@ -37,9 +37,10 @@ class IRDLoss(SaliencyLoss):
     Warm-up: at initialisation the softmax gives every present class about ``1 / (C + 1)``, so
     ``B(M_r)`` is 0 everywhere, every salient pixel counts as inconsistent and is dropped, and
     only background pixels are supervised: trained from scratch, the network then settles on
-    "background everywhere" (on the bundled data: docs/method.md). For the first ``warmup_iters`` training iterations nothing is dropped
-    (``N = 0``, a plain saliency MSE on ``M_fg``); the iteration is read from MMEngine's
-    ``MessageHub`` (outside a runner, the loss is always the paper's).
+    "background everywhere" (on the bundled data: docs/method.md). For the first
+    ``warmup_iters`` training iterations nothing is dropped (``N = 0``, a plain saliency MSE on
+    ``M_fg``); the iteration is read from MMEngine's ``MessageHub`` (outside a runner, the loss
+    is always the paper's).
 
     Which foreground map PAMR refines into ``M_r`` (``refine``):
 
