@@ -25,7 +25,6 @@ Prints a table of the figures.
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time

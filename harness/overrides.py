@@ -6,6 +6,8 @@ from typing import Any, Dict, Iterator, List, Mapping, Tuple
 import yaml
 from mmengine.config import Config
 
+from harness.strict_json import is_integer, is_number
+
 
 def parse_assignments(assignments: List[str]) -> Dict[str, Any]:
     """``['a.b=1', 'c=[1, 2]']`` -> ``{'a.b': 1, 'c': [1, 2]}``; values are read as YAML.
@@ -74,15 +76,12 @@ def check_value_types(cfg: Config, options: Mapping[str, Any], source: str) -> N
 
 def _expected_kind(key: str, current: Any) -> Any:
     """``(description, predicate)`` of the values that may replace ``current``, or None."""
-    def is_number(value: Any) -> bool:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-
     if current is None:
         return None
     if isinstance(current, bool):
         return 'true or false', lambda v: isinstance(v, bool)
     if isinstance(current, int) and INTEGER_KEY.search(key.rsplit('.', 1)[-1]):
-        return 'an integer', lambda v: isinstance(v, int) and not isinstance(v, bool)
+        return 'an integer', is_integer
     if is_number(current):
         return 'a number', is_number
     if isinstance(current, str):

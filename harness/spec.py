@@ -7,12 +7,12 @@ other trials of a sweep is checked by :mod:`harness.validation` before anything 
 import dataclasses
 import hashlib
 import json
-import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
 
 from harness.data import splits
+from harness.strict_json import is_integer, is_number
 
 TASKS = ('wsss', 'ssss')
 SHORT_NAMES = {'fraction': 'labelled_fraction', 'threshold': 'saliency_threshold'}
@@ -65,12 +65,10 @@ class TrialSpec:
             raise ValueError(f'task {self.task!r} is not one of {TASKS}')
         self.labelled_fraction = splits.parse_fraction(self.labelled_fraction)
         threshold = self.saliency_threshold
-        if (isinstance(threshold, bool) or not isinstance(threshold, numbers.Real)
-                or not 0.0 < threshold < 1.0):
+        if not is_number(threshold) or not 0.0 < threshold < 1.0:
             raise ValueError(f'saliency_threshold {threshold!r} must be a number in (0, 1)')
         self.saliency_threshold = float(threshold)
-        if (isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral)
-                or not 0 <= self.seed < SEED_LIMIT):
+        if not is_integer(self.seed) or not 0 <= self.seed < SEED_LIMIT:
             raise ValueError(f'seed {self.seed!r} must be an integer in [0, 2**32)')
         self.seed = int(self.seed)
         for name in ('amp', 'stage2_init_from_stage1'):

@@ -3,7 +3,8 @@
 mmseg gives IoU ``NaN`` for a class absent from both the ground truth and the predictions, and
 ``json.dumps`` writes that as ``NaN``, which ``jq``, JavaScript's ``JSON.parse`` and most JSON
 libraries reject. Here a non-finite number becomes ``null``: "no value", which is what an absent
-class's IoU is.
+class's IoU is. :func:`is_integer` and :func:`is_number` say which values count as numbers
+(``true``/``false`` are Python bools, which Python counts as integers).
 """
 import json
 import math
@@ -25,6 +26,16 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, numbers.Real):
         return float(value) if math.isfinite(value) else None
     return value
+
+
+def is_integer(value: Any) -> bool:
+    """Whether ``value`` is an integer (Python or numpy), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    """Whether ``value`` is a real number (Python or numpy), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def dumps(value: Any, **kwargs: Any) -> str:

@@ -40,6 +40,7 @@ from typing import Any, Dict, Iterator, List, Literal, Mapping, Optional, Tuple,
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from harness.spec import SEED_LIMIT, SHORT_NAMES, STAGES, TrialSpec, canonical_keys, spec_keys
+from harness.strict_json import is_integer, is_number
 from harness.tracking import default_tracking_uri
 from harness.validation import (InvalidSetting, check_storage_path, message_of, read_yaml,
                                 sync_bn_warning)
@@ -435,7 +436,7 @@ def _search_space(raw: Any, source: str) -> Dict[str, Tuple[str, List[Any]]]:
         if not isinstance(values, list) or not values:
             raise SweepConfigError(f'{source}: {where}: {values!r} must be a non-empty list')
         if distribution in ('uniform', 'loguniform'):
-            numeric = len(values) == 2 and all(_is_number(v) for v in values)
+            numeric = len(values) == 2 and all(is_number(v) for v in values)
             _require(numeric and values[0] < values[1], source, where, values,
                      'a list [low, high] of two numbers with low < high')
             _require(distribution == 'uniform' or values[0] > 0, source, where, values,
@@ -448,7 +449,7 @@ def _seeds(raw: Any, spec: Mapping[str, Any], search_space: Mapping[str, Any],
            overrides: Mapping[str, Any], source: str) -> Optional[List[int]]:
     if raw is None:
         return None
-    _require(isinstance(raw, list) and raw and all(_is_int(s) and 0 <= s < SEED_LIMIT
+    _require(isinstance(raw, list) and raw and all(is_integer(s) and 0 <= s < SEED_LIMIT
                                                    for s in raw), source, 'seeds',
              raw, 'a non-empty list of integers in [0, 2**32), e.g. [0, 1, 2]')
     _require(len(set(raw)) == len(raw), source, 'seeds', raw,
@@ -501,7 +502,8 @@ def _typed(value: Any, expected: Any, source: str, where: str) -> Any:
         if value is None:
             return None
         expected = next(t for t in expected.__args__ if t is not type(None))
-    checks = {int: _is_int, str: lambda v: isinstance(v, str), dict: lambda v: isinstance(v, dict)}
+    checks = {int: is_integer, str: lambda v: isinstance(v, str),
+              dict: lambda v: isinstance(v, dict)}
     if not checks[expected](value):
         names = {int: 'an integer', str: 'a string', dict: 'a mapping'}
         raise SweepConfigError(f'{source}: {where}: {value!r} must be {names[expected]}'
@@ -520,11 +522,3 @@ def _require(condition: bool, source: str, where: str, value: Any, valid: str) -
 
 def _absolute_if_path(key: str, value: Any) -> Any:
     return str(Path(value).resolve()) if key in PATH_KEYS and isinstance(value, str) else value
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -32,7 +32,6 @@ The sweep's parent run is ``FINISHED`` only when every trial is.
 """
 import fcntl
 import json
-import numbers
 import os
 import subprocess
 import sys
@@ -55,7 +54,6 @@ STAGE1_RUN_TAG = 'stage1_run'  # on child runs: the stage-1 run folder (config d
 RECORD_TAG = 'final_record'  # on child runs: the final figures of a finished trial (JSON)
 RECORD_ARTIFACT = 'result.json'
 STATUS_TAG = 'eps_harness.status'  # on KILLED child runs: INTERRUPTED or STOPPED
-METRIC_PREFIXES = ('val/', 'pseudo/', 'stage1/', 'ird/', 'time/')
 STEP_KEYS = ('val/iter', 'stage1/iter')
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 BATCH_METRICS = 1000  # metric points of one merged log_batch when a journal is replayed
@@ -155,12 +153,16 @@ def end_trial_runs(target: TrackingTarget, statuses: Mapping[str, str],
 
 def final_figures(result: Mapping[str, Any]) -> Dict[str, Optional[float]]:
     """The figures of a trial's result (``run_trial``'s, i.e. its ``result.json``): the numeric
-    ``val/``, ``pseudo/``, ``stage1/``, ``ird/`` and ``time/`` values; ``None`` (an IoU of a class
-    absent from a split) kept."""
+    values of its metrics (:func:`is_metric`); ``None`` (an IoU of a class absent from a split)
+    kept."""
     return {key: (None if value is None else float(value)) for key, value in result.items()
-            if key.startswith(METRIC_PREFIXES) and key not in STEP_KEYS
-            and (value is None or (isinstance(value, numbers.Real)
-                                   and not isinstance(value, bool)))}
+            if is_metric(key) and (value is None or strict_json.is_number(value))}
+
+
+def is_metric(key: str) -> bool:
+    """Whether ``key`` names a metric: ``<group>/<name>`` (``val/mIoU``, ``pseudo/IoU.ring``,
+    ``ird/recall``, ``time/stage1_s``), not a step (``<stage>/iter``)."""
+    return '/' in key and not key.endswith('/iter')
 
 
 def record_text(result: Mapping[str, Any]) -> str:
@@ -387,16 +389,15 @@ class TrialRun:
         return run
 
     def log_metrics(self, metrics: Mapping[str, Any]) -> None:
-        """Logs the numeric ``val/``, ``pseudo/``, ``stage1/``, ``time/`` values; the step is the
-        ``val/iter`` or ``stage1/iter`` of ``metrics`` (else the last step logged). A value this
-        run logged already for the key at that step is not logged again (the final result
-        repeats the last validation)."""
+        """Logs the numeric metrics (:func:`is_metric`); the step is the ``val/iter`` or
+        ``stage1/iter`` of ``metrics`` (else the last step logged). A value this run logged
+        already for the key at that step is not logged again (the final result repeats the last
+        validation)."""
         step = next((int(metrics[key]) for key in STEP_KEYS if key in metrics), self.last_step)
         self.last_step = step
         now = int(time.time() * 1000)
         batch = [[key, float(value), now, step] for key, value in metrics.items()
-                 if key.startswith(METRIC_PREFIXES) and key not in STEP_KEYS
-                 and isinstance(value, numbers.Real) and not isinstance(value, bool)
+                 if is_metric(key) and strict_json.is_number(value)
                  and self.logged.get(key) != (step, float(value))]
         self.logged.update({key: (step, value) for key, value, _, step in batch})
         if batch:

@@ -28,8 +28,11 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import torch
 import torch.distributed as dist
 from mmengine.config import Config
+from mmengine.dist import broadcast_object_list
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
+from mmengine.registry import VISBACKENDS
+from mmengine.visualization.vis_backend import BaseVisBackend
 
 from harness import strict_json
 from harness.data import splits, synthetic
@@ -37,7 +40,6 @@ from harness.data.fingerprint import dataset_fingerprint
 from harness.eps.checkpoints import (DamagedCheckpointError, DiskFullError, RandomStateHook,
                                      resumable_checkpoint, trusted_checkpoint_loading,
                                      write_whole)
-from harness.eps.ird_diagnostics import IRDDiagnosticsHook
 from harness.overrides import parse_assignments
 from harness.spec import SHORT_NAMES, STAGES, TASKS, TrialSpec, canonical_keys, digest_of
 from harness.stage_configs import labelled_split, replace_sync_bn, stage1_config, stage2_config
@@ -59,42 +61,62 @@ class WorkDirLocked(WorkDirInUse):
     """A trial folder that another live process holds (two writers would mix their files)."""
 
 
-class _MetricsRecorder(Hook):
-    """Keeps the metrics of the last validation and hands every validation to ``report``, and
-    every new measurement of an :class:`IRDDiagnosticsHook` (``ird/*``, step ``<prefix>/iter``).
+@VISBACKENDS.register_module()
+class TrialMetricsBackend(BaseVisBackend):
+    """The trial's one metrics writer: what a stage publishes through MMEngine's visualizer
+    (rank 0) goes to :attr:`sink` as ``{<key>: value, '<stage>/iter': step}`` and is kept in
+    :attr:`latest` (the last value of each key).
+
+    Validation metrics (``val/<metric>``, from ``LoggerHook`` with ``log_with_hierarchy``) are
+    renamed ``<stage>/<metric>``; ``pseudo/*`` (``PAMRHook``), ``ird/*``
+    (``IRDDiagnosticsHook``) and any other ``<group>/<metric>`` pass as they are; training logs
+    (``train/*``) and timings do not. NaN ("no value", e.g. the IoU of a class absent from the
+    split) becomes None.
     """
+
+    def __init__(self, save_dir: str, stage: str) -> None:
+        super().__init__(save_dir)
+        self.stage = stage
+        self.sink: Optional[Report] = None
+        self.latest: Dict[str, Any] = {}
+
+    @property
+    def experiment(self) -> 'TrialMetricsBackend':
+        return self
+
+    def _init_env(self) -> None:
+        pass
+
+    def add_scalars(self, scalar_dict: Dict[str, Any], step: int = 0,
+                    file_path: Optional[str] = None, **kwargs: Any) -> None:
+        metrics = {}
+        for key, value in scalar_dict.items():
+            group, _, name = key.partition('/')
+            if (name and group not in ('train', 'test') and name not in ('time', 'data_time')
+                    and strict_json.is_number(value)):
+                metrics[f'{self.stage}/{name}' if group == 'val' else key] = float(value)
+        if metrics:
+            self.publish(strict_json.jsonable(metrics), step)
+
+    def publish(self, metrics: Dict[str, Any], step: int) -> None:
+        """Keeps ``metrics`` and hands them to the sink at ``step`` (an iteration)."""
+        self.latest.update(metrics)
+        if self.sink is not None:
+            self.sink({**metrics, f'{self.stage}/iter': step})
+
+
+class _ValidationReport(Hook):
+    """The other ranks' side of a :class:`TrialMetricsBackend` (rank 0): each validation's
+    metrics go to the sink on every rank, as a collective report (Ray Train's) needs."""
 
     priority = 'VERY_LOW'
 
-    def __init__(self, prefix: str, report: Optional[Report]) -> None:
-        self.prefix = prefix
-        self.report = report
-        self.metrics: Dict[str, float] = {}
-        self.reported_diagnostics: Optional[Dict[str, Any]] = None
+    def __init__(self, backend: TrialMetricsBackend) -> None:
+        self.backend = backend
 
     def after_val_epoch(self, runner, metrics: Optional[Dict[str, float]] = None) -> None:
-        # An IoU of a class absent from the split is NaN in mmseg: None ("no value") here.
-        self.metrics = strict_json.jsonable({f'{self.prefix}/{k}': float(v)
-                                             for k, v in (metrics or {}).items()})
-        if self.report is not None:
-            self.report({**self.metrics, f'{self.prefix}/iter': runner.iter})
-
-    def after_train_iter(self, runner, batch_idx: int, data_batch: Any = None,
-                         outputs: Any = None) -> None:
-        self._report_diagnostics(runner)
-
-    def after_train(self, runner) -> None:
-        self._report_diagnostics(runner)
-
-    def _report_diagnostics(self, runner) -> None:
-        for hook in runner.hooks:
-            latest = getattr(hook, 'latest', None)
-            if isinstance(hook, IRDDiagnosticsHook) and latest and \
-                    latest is not self.reported_diagnostics:
-                self.reported_diagnostics = latest
-                if self.report is not None:
-                    metrics = {key: value for key, value in latest.items() if key != 'iter'}
-                    self.report({**metrics, f'{self.prefix}/iter': latest['iter']})
+        self.backend.add_scalars({f'val/{key}': value for key, value in (metrics or {}).items()},
+                                 step=runner.iter)
 
 
 def run_trial(spec: TrialSpec, work_dir: Path, stage1_cache: Optional[Path] = None,
@@ -109,8 +131,9 @@ def run_trial(spec: TrialSpec, work_dir: Path, stage1_cache: Optional[Path] = No
         stage1_cache: Folder of finished stage-1 runs, keyed by a hash of the resolved stage-1
             config and of its data (:func:`stage1_run_dir`), shared by the trials of a sweep
             (default: ``<work_dir>/stage1``).
-        report: Called with the metrics after every validation of either stage (Ray Train's
-            report, in a sweep); every rank calls it equally often.
+        report: Called with what a stage publishes through MMEngine's visualizer (validation
+            metrics, ``pseudo/*``, ``ird/*``; see :class:`TrialMetricsBackend`) on rank 0, and
+            with each validation's metrics on every rank (Ray Train's report is collective).
         lock_wait_s: How long to wait for another live process that holds ``work_dir`` (its
             ``trial.lock``, held by rank 0 for the trial's life) before refusing.
 
@@ -264,18 +287,16 @@ def _run_stage1_once(cfg: Config, stage1_dir: Path, report: Optional[Report]) ->
             return {'metrics': json.loads(done_file.read_text()), 'reused': True}
         cfg.work_dir = str(stage1_dir)
         pseudo_metrics_file = stage1_dir / 'pseudo_masks_metrics.json'
-        if (stage1_dir / 'pseudo_masks').is_dir() and pseudo_metrics_file.is_file():
+        masks_written = (stage1_dir / 'pseudo_masks').is_dir() and pseudo_metrics_file.is_file()
+        if masks_written:
             # Interrupted after the masks were written: do not let PAMRHook run into them.
             cfg.custom_hooks = [h for h in cfg.custom_hooks if h['type'] != 'PAMRHook']
         if _rank() == 0:
             stage1_dir.mkdir(parents=True, exist_ok=True)
             cfg.dump(str(stage1_dir / 'stage1_config.py'))
         metrics = _run_stage(cfg, 'stage1', report)
-        if pseudo_metrics_file.is_file():
+        if masks_written:  # PAMRHook published these before the interruption
             metrics.update(json.loads(pseudo_metrics_file.read_text()))
-        diagnostics_file = stage1_dir / 'ird_diagnostics.json'
-        if diagnostics_file.is_file():
-            metrics.update(json.loads(diagnostics_file.read_text())['total'])
         if _rank() == 0:
             write_whole(done_file, strict_json.dumps(metrics, indent=2).encode())
         _barrier()
@@ -296,14 +317,22 @@ def _run_stage(cfg: Config, prefix: str, report: Optional[Report]) -> Dict[str, 
     if _distributed() and not torch.cuda.is_available():
         # MMEngine's default DDP wrapper passes device_ids=[LOCAL_RANK], which CPU modules reject.
         cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None)
+    # One channel for metrics: validation logs keep their ``val/`` prefix for the writer.
+    cfg.log_processor = {**cfg.get('log_processor', {}), 'log_with_hierarchy': True}
+    cfg.visualizer.vis_backends = [*cfg.visualizer.get('vis_backends', []),
+                                   dict(type='TrialMetricsBackend', stage=prefix)]
     runner = Runner.from_cfg(cfg)
-    recorder = _MetricsRecorder(prefix, report)
-    runner.register_hook(recorder)
+    writer = runner.visualizer.get_backend('TrialMetricsBackend')
+    writer.sink = report
+    if runner.rank != 0:
+        runner.register_hook(_ValidationReport(writer))
     runner.register_hook(RandomStateHook())  # a resumed stage ends as an uninterrupted one
     with trusted_checkpoint_loading():  # the checkpoints are this trial's own
         runner.train()
     shut_down_dataloader_workers(runner)
-    return recorder.metrics
+    latest = [writer.latest]
+    broadcast_object_list(latest)  # what rank 0's writer received, on every rank
+    return latest[0]
 
 
 def shut_down_dataloader_workers(runner: Any) -> None:

@@ -23,6 +23,7 @@ import yaml
 from mmengine.config import Config
 
 from harness.spec import TrialSpec
+from harness.strict_json import is_integer, is_number
 
 # The trial sets this from its saliency_threshold; a second way to set it could only disagree.
 THRESHOLD_KEY = 'model.loss_sal.threshold'
@@ -123,14 +124,12 @@ def check_trials(specs: Sequence[TrialSpec], explicit: Collection[str], source: 
 
 
 def _integer(low: int, also: Optional[int] = None) -> Callable[[Any], bool]:
-    return lambda value: (isinstance(value, int) and not isinstance(value, bool)
-                          and (value >= low or value == also))
+    return lambda value: is_integer(value) and (value >= low or value == also)
 
 
 def _number(low: float, high: float = math.inf,
             low_included: bool = True) -> Callable[[Any], bool]:
-    return lambda value: (isinstance(value, (int, float)) and not isinstance(value, bool)
-                          and math.isfinite(value) and value < high
+    return lambda value: (is_number(value) and math.isfinite(value) and value < high
                           and (value >= low if low_included else value > low))
 
 

@@ -15,14 +15,12 @@ from pathlib import Path
 from typing import Iterator, List
 
 import pytest
-import yaml
 
 from harness import report as report_cli
 from harness import sweep as sweep_cli
 from harness import trial as trial_cli
 from harness.sweep_config import MAX_GRID_POINTS, load_sweep
 from harness.validation import InvalidSetting, check_folder_argument
-from ports import free_port
 from test_validation import STAGE1, STAGE2, refused, write_sweep
 
 

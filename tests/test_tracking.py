@@ -1,6 +1,5 @@
 """A trial's MLflow records go through its journal: training never waits on the store, and every
 point arrives once, also when the server is down for a while or as the trial starts."""
-import json
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Tuple
 
@@ -8,7 +7,6 @@ import pytest
 
 from harness import tracking
 from mlflow_server import SHORT_RETRIES, MlflowServer
-from ports import free_port
 
 STAGE2_VALIDATIONS = (2, 4, 6, 8)
 SHORT = {**{f'stage1.{key}': value for key, value in (

@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import signal
 import subprocess
@@ -7,9 +8,12 @@ import time
 from pathlib import Path
 from typing import List, Union
 
+import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
 
 from fault_injection import python_path, write_stage_config
 from harness.trial import TrialSpec, load_spec, main, run_trial
@@ -395,6 +399,52 @@ def test_a_finished_stage_leaves_no_dataloader_workers(tiny_dataset, tmp_path):
         gc.enable()
     assert 'stage1/mIoU' in metrics
     assert not left, f'dataloader workers alive after the stage: {left}'
+
+
+def test_the_trial_writer_sends_each_published_metric_once_with_its_stage_and_step():
+    from harness.trial import TrialMetricsBackend
+
+    sent = []
+    writer = TrialMetricsBackend(save_dir='unused', stage='stage1')
+    writer.sink = sent.append
+    writer.add_scalars({'train/loss': 0.5, 'train/lr': 0.01}, step=4)  # training logs stay out
+    writer.add_scalars({'val/mIoU': np.float64(61.25), 'val/IoU.ring': math.nan,
+                        'val/time': 0.3, 'val/data_time': 0.1}, step=8)
+    writer.add_scalars({'ird/precision': 40.0, 'ird/recall': math.nan}, step=8)
+    writer.add_scalars({'val/mIoU': 70.5, 'val/IoU.ring': 12.0}, step=16)
+    assert sent == [{'stage1/mIoU': 61.25, 'stage1/IoU.ring': None, 'stage1/iter': 8},
+                    {'ird/precision': 40.0, 'ird/recall': None, 'stage1/iter': 8},
+                    {'stage1/mIoU': 70.5, 'stage1/IoU.ring': 12.0, 'stage1/iter': 16}]
+    assert writer.latest == {'stage1/mIoU': 70.5, 'stage1/IoU.ring': 12.0,
+                             'ird/precision': 40.0, 'ird/recall': None}
+
+
+@HOOKS.register_module()
+class CountingHook(Hook):
+    """Publishes how many training iterations it saw, every 4 (a metric no harness code knows)."""
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        if (runner.iter + 1) % 4 == 0:
+            runner.visualizer.add_scalars({'count/iterations': float(runner.iter + 1)},
+                                          step=runner.iter + 1)
+
+
+def test_a_metric_any_hook_publishes_reaches_the_report_and_the_stage_result(tiny_dataset,
+                                                                             tmp_path):
+    from harness.stage_configs import stage1_config
+    from harness.trial import _run_stage
+
+    cfg = stage1_config(short_spec(tiny_dataset).resolved())
+    cfg.custom_hooks = [dict(type='CountingHook')]
+    cfg.work_dir = str(tmp_path / 'stage1')
+    reports = []
+    metrics = _run_stage(cfg, 'stage1', reports.append)
+    assert [report for report in reports if 'count/iterations' in report] == [
+        {'count/iterations': 4.0, 'stage1/iter': 4}, {'count/iterations': 8.0, 'stage1/iter': 8}]
+    [validation] = [report for report in reports if 'stage1/mIoU' in report]
+    assert validation['stage1/iter'] == 8 and 'stage1/IoU.disc' in validation
+    assert metrics['count/iterations'] == 8.0 and metrics['stage1/mIoU'] == validation[
+        'stage1/mIoU']
 
 
 @pytest.mark.slow

@@ -44,7 +44,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import numbers
 import os
 import shutil
 import sys
@@ -59,6 +58,7 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
+from harness.strict_json import is_integer, is_number
 from harness.eps.datasets import ERROR_KIND_VALUES, ERROR_KINDS, VOC_COLORMAP
 from harness.eps.datasets import SHAPES_CLASSES as CLASSES
 from harness.eps.datasets import SHAPES_PALETTE as PALETTE
@@ -129,14 +129,14 @@ class SyntheticConfig:
 
 
 def _checked_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+    if not is_integer(value) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
 
 
 def _checked_rate(name: str, value: object) -> float:
     # The chained comparison is False for NaN, so NaN is rejected too.
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value <= 1.0:
+    if not is_number(value) or not 0.0 <= value <= 1.0:
         raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
     return float(value)
 

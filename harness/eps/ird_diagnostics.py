@@ -20,6 +20,7 @@ training iterations after IRD's warm-up and after training, logs ``ird/precision
 writes the per-image figures and the dropped regions next to the pseudo-masks.
 """
 import json
+import math
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
@@ -107,7 +108,7 @@ class IRDDiagnosticsHook(Hook):
     Every ``interval`` iterations once the loss's warm-up is over (dropping nothing, IRD has no
     precision), and after training, the model (rank 0, eval mode) runs on ``dataloader`` and
     :meth:`IRDLoss.inconsistent_region` gives ``N`` per image. The totals are logged as
-    ``ird/<ratio>`` (percent) with the iteration as step and kept in :attr:`latest`; after
+    ``ird/<ratio>`` (percent; NaN for no value) with the iteration as step; after
     training, ``<work_dir>/<out_dir>.json`` holds the totals and every image's counts and ratios,
     and ``<work_dir>/<out_dir>/<img_id>.png`` every image's ``N`` (0/255).
 
@@ -131,7 +132,6 @@ class IRDDiagnosticsHook(Hook):
         self.dataloader = dataloader
         self.interval = interval
         self.out_dir = out_dir
-        self.latest: Optional[Dict[str, Any]] = None
 
     def before_train(self, runner: Runner) -> None:
         loss = getattr(_unwrapped(runner), 'loss_sal', None)
@@ -164,9 +164,8 @@ class IRDDiagnosticsHook(Hook):
             metrics = {f'{METRIC_PREFIX}/{key}': value
                        for key, value in summarise(total(
                            [record['counts'] for record in per_image.values()])).items()}
-            self.latest = {**metrics, 'iter': iteration}
-            runner.visualizer.add_scalars(
-                {key: value for key, value in metrics.items() if value is not None},
+            runner.visualizer.add_scalars(  # NaN: no value (an empty denominator)
+                {key: math.nan if value is None else value for key, value in metrics.items()},
                 step=iteration)
             runner.logger.info(f'IRD diagnostics at iteration {iteration}: {metrics}')
             if keep_images:

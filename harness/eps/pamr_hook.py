@@ -1,6 +1,5 @@
 """Hook that turns the trained stage-1 model into pseudo-masks on disk."""
 import json
-import math
 from pathlib import Path
 from typing import Dict
 
@@ -42,9 +41,7 @@ class PAMRHook(Hook):
         metrics: Dict[str, float] = generate_pseudo_masks(runner.model, dataloader, out_dir)
         runner.logger.info(f'pseudo-masks written to {out_dir}: {metrics}')
         if metrics:
-            # A class absent from the split has IoU NaN: no scalar, null in the JSON file.
-            runner.visualizer.add_scalars(
-                {key: value for key, value in metrics.items() if math.isfinite(value)},
-                step=runner.iter)
+            # A class absent from the split has IoU NaN (null in the JSON file).
+            runner.visualizer.add_scalars(metrics, step=runner.iter)
             write_whole(out_dir.with_name(out_dir.name + '_metrics.json'),
                         json.dumps(finite_or_none(metrics), allow_nan=False).encode())
