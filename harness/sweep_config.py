@@ -31,16 +31,16 @@ choices.
 import dataclasses
 import itertools
 import math
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Literal, Mapping, Optional, Tuple, Type, Union
+from typing import (Annotated, Any, Dict, Iterator, List, Literal, Mapping, Optional, Tuple, Type,
+                    Union)
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from harness.spec import SEED_LIMIT, SHORT_NAMES, STAGES, TrialSpec, canonical_keys, spec_keys
-from harness.strict_json import is_integer, is_number
+from harness.strict_json import is_number
 from harness.tracking import default_tracking_uri
 from harness.validation import (InvalidSetting, check_storage_path, message_of, read_yaml,
                                 sync_bn_warning)
@@ -57,8 +57,6 @@ MAX_GRID_POINTS = 500
 # TrialSpec keys holding paths: resolved against the driver's working directory before they
 # travel to Ray workers, which run elsewhere.
 PATH_KEYS = ('stage1_config', 'stage2_config', 'split_file', 'data_root')
-SWEEP_KEYS = ('name', 'search_space', 'overrides', 'seeds', 'num_samples', 'resources',
-              'max_concurrent_trials', 'scheduler', 'storage_path', 'mlflow', 'ray', 'failure')
 
 
 class SweepConfigError(InvalidSetting):
@@ -155,6 +153,33 @@ class FailureSettings(_Settings):
     max_failures: int = Field(0, ge=-1, description='an integer >= 0, or -1 for no limit')
 
 
+class SweepFile(_Settings):
+    """The sweep settings of a sweep file: every top-level key but the fixed trial values."""
+
+    name: str = Field(pattern=r'^[A-Za-z0-9][A-Za-z0-9_.-]*$', description=(
+        "a folder name of letters, digits, '_', '.', '-' (it names the sweep's folder and MLflow "
+        'experiment)'))
+    search_space: Dict[str, Any] = Field(
+        default_factory=dict, description='a mapping of keys to {distribution: values}')
+    overrides: Dict[str, Any] = Field(
+        default_factory=dict, description='a mapping of TrialSpec keys or stageN.<cfg key>')
+    seeds: Optional[List[Annotated[int, Field(ge=0, lt=SEED_LIMIT)]]] = Field(
+        None, min_length=1, description='a non-empty list of integers in [0, 2**32), e.g. [0, 1, 2]')
+    num_samples: int = Field(1, ge=1, description='an integer >= 1')
+    max_concurrent_trials: Optional[int] = Field(
+        None, ge=1, description='an integer >= 1, or null for no limit')
+    resources: Resources = Field(default_factory=Resources, description='a mapping')
+    scheduler: Scheduler = Field(default_factory=Scheduler,
+                                 description="'fifo', 'asha' or a mapping with a type")
+    storage_path: str = Field(DEFAULT_STORAGE_PATH, description='a folder path')
+    mlflow: MlflowSettings = Field(default_factory=MlflowSettings, description='a mapping')
+    ray: RaySettings = Field(default_factory=RaySettings, description='a mapping')
+    failure: FailureSettings = Field(default_factory=FailureSettings, description='a mapping')
+
+
+SWEEP_KEYS = tuple(SweepFile.model_fields)
+
+
 @dataclass(frozen=True)
 class SweepConfig:
     """A validated sweep file. Paths are absolute (resolved against the working directory).
@@ -233,50 +258,33 @@ def parse_sweep(raw: Mapping[str, Any], source: str, storage_path: Optional[str]
         raise SweepConfigError(
             f'{source}: unknown key(s) {unknown}; valid keys: sweep settings {list(SWEEP_KEYS)} '
             f'and fixed trial values {valid_spec_keys} (short names {list(SHORT_NAMES)})')
+    settings = {key: value for key, value in raw.items() if key in SWEEP_KEYS
+                and not (key == 'storage_path' and storage_path)}
+    if isinstance(settings.get('scheduler'), str):
+        settings['scheduler'] = {'type': settings['scheduler']}
+    file = _validated(SweepFile, settings, source)
+    _check_scheduler(file.scheduler, settings.get('scheduler', {}), source)
 
-    if 'name' not in raw:
-        raise SweepConfigError(f'{source}: name is missing; every sweep needs one (it names the '
-                               "sweep's folder and MLflow experiment)")
-    name = _typed(raw['name'], str, source, 'name')
-    if not name or not re.fullmatch(r'[A-Za-z0-9][A-Za-z0-9_.-]*', name):
-        raise SweepConfigError(f'{source}: name {name!r} must be a folder name of letters, digits, '
-                               "'_', '.', '-' (it names the sweep's folder and MLflow experiment)")
     # TrialSpec's default config paths are relative too: ship them resolved.
     spec = {f.name: f.default for f in dataclasses.fields(TrialSpec)
             if f.name in PATH_KEYS and isinstance(f.default, str)}
     spec.update((SHORT_NAMES.get(key, key), value) for key, value in raw.items()
                 if key in valid_spec_keys or key in SHORT_NAMES)
     spec = {key: _absolute_if_path(key, value) for key, value in spec.items()}
-    search_space = _search_space(raw.get('search_space', {}), source)
-    overrides = {key: _absolute_if_path(key, value) for key, value in
-                 _typed(raw.get('overrides', {}), dict, source, 'overrides').items()}
+    search_space = _search_space(file.search_space, source)
+    overrides = {key: _absolute_if_path(key, value) for key, value in file.overrides.items()}
     both = sorted(set(overrides) & set(search_space))
     if both:
         raise SweepConfigError(f'{source}: {both} set both in overrides and in search_space; '
                                'keep each key in one of them')
-    seeds = _seeds(raw.get('seeds'), spec, search_space, overrides, source)
-
-    num_samples = _typed(raw.get('num_samples', 1), int, source, 'num_samples')
-    _require(num_samples >= 1, source, 'num_samples', num_samples, 'an integer >= 1')
+    _check_seeds(file.seeds, spec, search_space, overrides, source)
     sampled = [key for key, (distribution, _) in search_space.items()
                if distribution != 'grid_search']
-    _require(num_samples == 1 or sampled, source, 'num_samples', num_samples,
+    _require(file.num_samples == 1 or sampled, source, 'num_samples', file.num_samples,
              '1 for a sweep without choice / uniform / loguniform axes: every repeat of a grid '
              'point would train the same trial (for repeats, use seeds: [0, 1, ...])')
-    max_concurrent = _typed(raw.get('max_concurrent_trials'), Optional[int], source,
-                            'max_concurrent_trials')
-    _require(max_concurrent is None or max_concurrent >= 1, source, 'max_concurrent_trials',
-             max_concurrent, 'an integer >= 1, or null for no limit')
-
-    resources = _section(Resources, raw.get('resources'), source, 'resources')
-    scheduler = _scheduler(raw.get('scheduler', 'fifo'), source)
-    failure = _section(FailureSettings, raw.get('failure'), source, 'failure')
-    ray_settings = _section(RaySettings, raw.get('ray'), source, 'ray')
-    if address is not None:
-        ray_settings = ray_settings.model_copy(update={'address': address})
-
-    storage = storage_path or _typed(raw.get('storage_path', DEFAULT_STORAGE_PATH), str, source,
-                                     'storage_path')
+    ray_settings = file.ray if address is None else file.ray.model_copy(update={'address': address})
+    storage = storage_path or file.storage_path
     _require('://' not in storage, source, 'storage_path', storage,
              'a folder path (shared by all nodes, e.g. NFS): trials keep their work dirs there')
     try:
@@ -284,12 +292,11 @@ def parse_sweep(raw: Mapping[str, Any], source: str, storage_path: Optional[str]
     except InvalidSetting as error:
         raise SweepConfigError(f'{source}: {error}') from error
     return SweepConfig(
-        name=name, source=source, spec=spec, search_space=search_space, overrides=overrides,
-        seeds=seeds, num_samples=num_samples, resources=resources,
-        max_concurrent_trials=max_concurrent, scheduler=scheduler,
-        storage_path=str(Path(storage).resolve()),
-        mlflow=_section(MlflowSettings, raw.get('mlflow'), source, 'mlflow'),
-        ray=ray_settings, failure=failure, raw=dict(raw))
+        name=file.name, source=source, spec=spec, search_space=search_space, overrides=overrides,
+        seeds=file.seeds, num_samples=file.num_samples, resources=file.resources,
+        max_concurrent_trials=file.max_concurrent_trials, scheduler=file.scheduler,
+        storage_path=str(Path(storage).resolve()), mlflow=file.mlflow, ray=ray_settings,
+        failure=file.failure, raw=dict(raw))
 
 
 def grid_axes(sweep: SweepConfig) -> Dict[str, List[Any]]:
@@ -421,9 +428,9 @@ def _workers_that_fit(node: Dict[str, float], cpus: float, gpus: float) -> float
     return fit
 
 
-def _search_space(raw: Any, source: str) -> Dict[str, Tuple[str, List[Any]]]:
+def _search_space(raw: Dict[str, Any], source: str) -> Dict[str, Tuple[str, List[Any]]]:
     space = {}
-    for key, domain in _typed(raw, dict, source, 'search_space').items():
+    for key, domain in raw.items():
         where = f'search_space.{key}'
         if not isinstance(domain, dict) or len(domain) != 1:
             raise SweepConfigError(f'{source}: {where}: {domain!r} must be a mapping with one of '
@@ -445,27 +452,21 @@ def _search_space(raw: Any, source: str) -> Dict[str, Tuple[str, List[Any]]]:
     return space
 
 
-def _seeds(raw: Any, spec: Mapping[str, Any], search_space: Mapping[str, Any],
-           overrides: Mapping[str, Any], source: str) -> Optional[List[int]]:
-    if raw is None:
-        return None
-    _require(isinstance(raw, list) and raw and all(is_integer(s) and 0 <= s < SEED_LIMIT
-                                                   for s in raw), source, 'seeds',
-             raw, 'a non-empty list of integers in [0, 2**32), e.g. [0, 1, 2]')
-    _require(len(set(raw)) == len(raw), source, 'seeds', raw,
+def _check_seeds(seeds: Optional[List[int]], spec: Mapping[str, Any],
+                 search_space: Mapping[str, Any], overrides: Mapping[str, Any],
+                 source: str) -> None:
+    if seeds is None:
+        return
+    _require(len(set(seeds)) == len(seeds), source, 'seeds', seeds,
              'distinct seeds (a repeated seed trains the same trial twice)')
     for where, keys in (('a fixed value', spec), ('search_space', search_space),
                         ('overrides', overrides)):
         if 'seed' in keys:
             raise SweepConfigError(f'{source}: seed is set both by seeds and in {where}; '
                                    'keep one of them')
-    return list(raw)
 
 
-def _scheduler(raw: Any, source: str) -> Scheduler:
-    if isinstance(raw, str):
-        raw = {'type': raw}
-    scheduler = _section(Scheduler, raw, source, 'scheduler')
+def _check_scheduler(scheduler: Scheduler, raw: Mapping[str, Any], source: str) -> None:
     if scheduler.type == 'asha':
         for key in ('grace_period', 'max_t'):
             _require(getattr(scheduler, key) is not None, source, f'scheduler.{key}', None,
@@ -475,40 +476,33 @@ def _scheduler(raw: Any, source: str) -> Scheduler:
     elif raw.keys() - {'type'}:
         raise SweepConfigError(f'{source}: scheduler: {sorted(raw.keys() - {"type"})} only '
                                "apply to type 'asha'")
-    return scheduler
 
 
-def _section(model: Type[_Settings], raw: Any, source: str, where: str) -> Any:
-    """The settings ``model`` from a mapping of the sweep file (None: its defaults); an unknown
-    key or an invalid value is one line naming the key and what is valid."""
-    raw = {} if raw is None else _typed(raw, dict, source, where)
+def _validated(model: Type[_Settings], raw: Mapping[str, Any], source: str) -> Any:
+    """``model`` built from ``raw``; the first problem is one line naming the key (``section.key``
+    inside a section) and what is valid (the field's ``description``)."""
     try:
         return model(**raw)
     except ValidationError as error:
         problem = error.errors()[0]
-        if problem['type'] == 'extra_forbidden':
-            unknown = sorted(set(raw) - set(model.model_fields))
-            raise SweepConfigError(f'{source}: {where}: unknown key(s) {unknown}; valid keys: '
-                                   f'{list(model.model_fields)}') from None
-        key = problem['loc'][0]
-        raise _invalid(source, f'{where}.{key}', raw[key],
-                       model.model_fields[key].description) from None
-
-
-def _typed(value: Any, expected: Any, source: str, where: str) -> Any:
-    """``value`` if it is of type ``expected`` (int/str/dict, or Optional of one)."""
-    optional = getattr(expected, '__origin__', None) is Union
-    if optional:
-        if value is None:
-            return None
-        expected = next(t for t in expected.__args__ if t is not type(None))
-    checks = {int: is_integer, str: lambda v: isinstance(v, str),
-              dict: lambda v: isinstance(v, dict)}
-    if not checks[expected](value):
-        names = {int: 'an integer', str: 'a string', dict: 'a mapping'}
-        raise SweepConfigError(f'{source}: {where}: {value!r} must be {names[expected]}'
-                               + (' or null' if optional else ''))
-    return value
+    owner, value, path, field = model, raw, [], None
+    for part in problem['loc']:  # down through the sections to the field that failed
+        if not (isinstance(value, dict) and isinstance(part, str) and part in owner.model_fields):
+            break
+        field, value = owner.model_fields[part], value.get(part)
+        path.append(part)
+        if not (isinstance(field.annotation, type) and issubclass(field.annotation, _Settings)
+                and isinstance(value, dict)):
+            break
+        owner = field.annotation
+    where = '.'.join(path)
+    if problem['type'] == 'extra_forbidden':
+        unknown = sorted(set(value) - set(owner.model_fields))
+        raise SweepConfigError(f'{source}: {where}: unknown key(s) {unknown}; valid keys: '
+                               f'{list(owner.model_fields)}') from None
+    if problem['type'] == 'missing':
+        raise SweepConfigError(f'{source}: {where} is missing; expected {field.description}')
+    raise _invalid(source, where, value, field.description) from None
 
 
 def _invalid(source: str, where: str, value: Any, valid: str) -> SweepConfigError:
