@@ -1,34 +1,15 @@
-"""Ray Tune sweeps of EPS++ trials, each trial a Ray Train run.
+"""Ray Tune sweeps of EPS++ trials, each trial a Ray Train run (docs/sweeps.md).
 
     python -m harness.sweep experiments/quickstart.yaml                 # local Ray + dashboard
     python -m harness.sweep experiments/ssss_fractions.yaml --address auto   # a `ray start` cluster
     python -m harness.sweep experiments/quickstart.yaml --resume        # continue after a crash
 
-The sweep file (see :mod:`harness.sweep_config`) is validated and every trial of its grid is
-checked (configs, data, splits, where the results go, the resources against the machines that
-will run it) before anything is written. Ray is started (or the cluster reached) next, and only
-then the sweep's folder and MLflow parent run are created: a start that fails leaves nothing
-behind. Then a Ray Tune ``Tuner`` runs :func:`tune_trial` per point of the search space; it fits a
-``TorchTrainer`` whose workers run :func:`train_func`: :func:`harness.trial.run_trial` inside Ray
-Train's process group (gloo on CPU, NCCL on GPU), reporting each stage-2 validation to Tune and
-everything to MLflow.
-
-The console shows Tune's status table and one line per trial event (:class:`TrialEvents`), and at
-the end every trial's status: FINISHED, FAILED, STOPPED (early, by the scheduler) or INTERRUPTED.
-Ctrl-C stops the sweep: Tune saves its state, the interrupted trials are named with the
-``--resume`` command that continues them, their MLflow runs are marked KILLED (the parent run too)
-and the exit status is 130; a second Ctrl-C skips Tune's saving. Each
-worker's output (MMEngine's config dumps, per-iteration logs, warnings, tracebacks) goes to
-``trials/<trial id>/worker-<rank>.log`` instead (``--verbose`` sends it to the console too).
-
-Everything lives under ``<storage_path>/<name>/`` (shared storage on a multi-node cluster):
-
-    <Tune's experiment state and trial folders>
-    sweep.json          the sweep file as started and its MLflow parent run (for --resume)
-    trials/<trial id>/  each trial's work dir: a restarted worker resumes from its checkpoints
-    trials/<trial id>/worker-<rank>.log   everything a worker printed
-    stage1/<hash>/      stage-1 runs, shared by the trials with the same stage-1 config
-    train/<trial id>/   each trial's Ray Train run
+The sweep file (:mod:`harness.sweep_config`) and every trial of its grid are checked before
+anything is written; then a Tuner runs :func:`tune_trial` per point, whose ``TorchTrainer``
+workers run :func:`train_func` (:func:`harness.trial.run_trial` in Ray Train's process group).
+Everything lives under ``<storage_path>/<name>/``: ``sweep.json`` (the file as started and its
+MLflow parent run), ``trials/<trial id>/`` (work dirs and ``worker-<rank>.log``), ``stage1/<hash>/``
+(shared stage-1 runs), ``train/<trial id>/`` (Ray Train runs) and Tune's state.
 """
 import argparse
 import json
@@ -44,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from harness.sweep_config import (TRAINABLE_CPUS, SweepConfig, SweepConfigError, check_resources,
-                                  check_trials, grid_axes, load_sweep)
+                                  check_grid, grid_axes, load_sweep)
 from harness.validation import InvalidSetting, check_tracking_uri
 
 TUNE_METRIC = 'val/mIoU'
@@ -579,15 +560,10 @@ def _without_restore_hint(record: logging.LogRecord) -> bool:
 
 
 def trial_statuses(sweep: SweepConfig) -> Dict[str, Tuple[str, Dict[str, Any]]]:
-    """Each trial's status and last result in the state Ray Tune saved of the sweep, the state
-    ``--resume`` continues from: ``FINISHED`` (it reported its final result), ``FAILED``,
-    ``STOPPED`` (early, by the scheduler) or ``INTERRUPTED`` (``--resume`` runs it on).
-
-    Why the saved state and not what ``Tuner.fit`` returns: on Ctrl-C (SIGINT), Tune's own
-    handler ends its loop, saves the state with the running trials still ``RUNNING``, then stops
-    them, which marks them ``TERMINATED`` like finished ones, and ``fit`` returns normally (a
-    second Ctrl-C raises ``KeyboardInterrupt``). An empty mapping when Tune saved no state.
-    """
+    """Each trial's status and last result in the state Ray Tune saved (the state ``--resume``
+    continues from): ``FINISHED``, ``FAILED``, ``STOPPED`` (early, by the scheduler) or
+    ``INTERRUPTED``; empty when Tune saved no state. Not ``Tuner.fit``'s results: after Ctrl-C,
+    Tune marks the trials it stopped ``TERMINATED`` like finished ones."""
     from ray.tune import ExperimentAnalysis
 
     # It also reads every trial's results, and warns for each trial that has none (not started).
@@ -681,7 +657,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         sweep = load_sweep(args.sweep_file, storage_path=args.storage_path, address=args.address)
-        points = check_trials(sweep, make_bundled=not args.check)
+        points = check_grid(sweep, make_bundled=not args.check)
         if sweep.mlflow.tracking_uri is not None:
             check_tracking_uri(sweep.mlflow.tracking_uri, create=True)
         check_sweep_folder(sweep, args.resume)

@@ -21,7 +21,7 @@ A sweep file names a set of EPS++ trials the way a Ray Tune user writes a ``para
     failure: {max_failures: 1}
 
 :func:`load_sweep` reads and type-checks the file (a key given twice is an error, not "the last
-one wins"); :func:`check_trials` then builds the :class:`~harness.spec.TrialSpec` of every grid
+one wins"); :func:`check_grid` then builds the :class:`~harness.spec.TrialSpec` of every grid
 point (both bounds of continuous axes) and hands them to :func:`harness.validation.check_trials`
 (stage keys and value types, data, split files, settings the trials would ignore, identical
 trials); :func:`check_resources` compares what a trial asks for with the machines that will run
@@ -44,7 +44,7 @@ from harness.strict_json import is_number
 from harness.tracking import default_tracking_uri
 from harness.validation import (InvalidSetting, check_storage_path, message_of, read_yaml,
                                 sync_bn_warning)
-from harness.validation import check_trials as check_trial_specs
+from harness.validation import check_trials
 
 DISTRIBUTIONS = ('grid_search', 'choice', 'uniform', 'loguniform')
 # The Tune trial only drives its TorchTrainer; the CPUs belong to the Train workers. A non-zero
@@ -319,7 +319,7 @@ def grid_points(sweep: SweepConfig) -> Iterator[Dict[str, Any]]:
         yield {**sweep.overrides, **dict(zip(axes, combination))}
 
 
-def check_trials(sweep: SweepConfig, make_bundled: bool = True) -> int:
+def check_grid(sweep: SweepConfig, make_bundled: bool = True) -> int:
     """Builds every grid point's TrialSpec and checks them all (see
     :func:`harness.validation.check_trials`); returns the number of grid points.
 
@@ -357,7 +357,7 @@ def check_trials(sweep: SweepConfig, make_bundled: bool = True) -> int:
                                '0: mixed precision runs on GPUs only; give the workers GPUs or '
                                'set amp: false')
     try:
-        check_trial_specs(specs, explicit_keys(sweep), sweep.source, labels, make_bundled)
+        check_trials(specs, explicit_keys(sweep), sweep.source, labels, make_bundled)
     except InvalidSetting as error:
         raise SweepConfigError(str(error)) from error
     if sweep.resources.gpus_per_worker == 0:

@@ -1,16 +1,12 @@
 """One EPS++ experiment end to end: stage 1 -> pseudo-masks -> stage 2 -> val metrics.
 
-A trial is the unit the sweep launches. Stand-alone::
-
     python -m harness.trial                                   # bundled SSSS, fraction 1/4, IRD
     python -m harness.trial my_trial.yaml --set saliency_threshold=0.4   # TrialSpec keys
-    python -m harness.trial --set fraction=1/8 --set stage2.optim_wrapper.optimizer.lr=0.001 \
-        --work-dir outputs/my_trial
+    python -m harness.trial --set fraction=1/8 --work-dir outputs/my_trial
 
-Every setting is checked (:mod:`harness.validation`) before anything trains; a bad one is one
-line and exit status 2. The last line printed is the result as strict JSON. Inside a
-torch.distributed process group that someone else started (Ray Train), every rank calls
-:func:`run_trial` with the same arguments.
+Every setting is checked (:mod:`harness.validation`) before anything trains; the last line
+printed is the result as strict JSON. Inside a process group someone else started (Ray Train),
+every rank calls :func:`run_trial` with the same arguments.
 """
 import argparse
 import errno
@@ -478,16 +474,6 @@ def load_spec(path: Optional[str], assignments: Sequence[str]) -> Tuple[TrialSpe
     return spec, sorted(explicit)
 
 
-def check_trial(spec: TrialSpec, explicit: Sequence[str], work_dir: Path, source: str) -> None:
-    """Everything :mod:`harness.validation` checks, plus CUDA for ``amp`` and the work dir."""
-    check_trials([spec], explicit, source, labels=[''])
-    check_amp([spec], torch.cuda.is_available(), source)
-    check_work_dir(work_dir, spec)
-    warning = None if torch.cuda.is_available() else sync_bn_warning([spec], source)
-    if warning:
-        print(warning, file=sys.stderr)
-
-
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     """The command line: checks everything, runs the trial, prints its result as the last line
     (strict JSON). A bad setting exits with status 2 and one line naming it, before any training.
@@ -517,7 +503,12 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         stage1_cache = Path(args.stage1_cache) if args.stage1_cache else stage1_cache
         check_folder_argument(work_dir, '--work-dir')
         check_folder_argument(stage1_cache, '--stage1-cache')
-        check_trial(spec, explicit, work_dir, source)
+        check_trials([spec], explicit, source, labels=[''])
+        check_amp([spec], torch.cuda.is_available(), source)
+        check_work_dir(work_dir, spec)
+        warning = None if torch.cuda.is_available() else sync_bn_warning([spec], source)
+        if warning:
+            print(warning, file=sys.stderr)
     except (InvalidSetting, KeyError, ValueError, TypeError, FileNotFoundError) as error:
         parser.exit(2, f'error: {message_of(error)}\n')
     if (work_dir / 'result.json').is_file():

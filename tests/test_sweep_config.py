@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.sweep_config import (SweepConfigError, check_resources, check_trials, grid_axes,
+from harness.sweep_config import (SweepConfigError, check_grid, check_resources, grid_axes,
                                   grid_points, load_sweep, parse_sweep)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -23,7 +23,7 @@ def error_of(raw, tmp_path=None, check=False) -> str:
     with pytest.raises(SweepConfigError) as caught:
         sweep = parse_sweep(raw, 'sweep.yaml', storage_path=str(tmp_path) if tmp_path else None)
         if check:
-            check_trials(sweep)
+            check_grid(sweep)
     return str(caught.value)
 
 
@@ -40,7 +40,7 @@ def test_quickstart_is_four_cpu_trials_that_check(tiny_dataset, tmp_path):
     raw = yaml.safe_load((PROJECT_ROOT / 'experiments' / 'quickstart.yaml').read_text())
     raw['data_root'] = str(tiny_dataset)
     sweep = parse_sweep(raw, 'quickstart.yaml', storage_path=str(tmp_path))
-    assert check_trials(sweep) >= 4
+    assert check_grid(sweep) >= 4
     assert sweep.resources.gpus_per_worker == 0
     thresholds = {point['threshold'] for point in grid_points(sweep)}
     assert len(thresholds) == 2
@@ -52,7 +52,7 @@ def test_voc_sweeps_say_where_the_dataset_is_missing(name, tmp_path):
         pytest.skip('VOC is present here')
     sweep = load_sweep(PROJECT_ROOT / 'experiments' / f'{name}.yaml', storage_path=str(tmp_path))
     with pytest.raises(SweepConfigError) as caught:
-        check_trials(sweep)
+        check_grid(sweep)
     message = str(caught.value)
     assert 'VOCdevkit/VOC2012' in message and 'not found' in message
     assert 'JPEGImages' in message and 'SALImages' in message  # the expected layout
