@@ -1,13 +1,6 @@
-"""Mixed-precision training for the harness's MMEngine configs (the trial's ``amp`` setting).
+"""Mixed-precision training (the trial's ``amp`` setting) with MMEngine's ``AmpOptimWrapper``.
 
-    check_amp_available()                   # before anything trains: raises without CUDA
-    cfg.optim_wrapper = amp_optim_wrapper(cfg.optim_wrapper)
-
-MMEngine's ``AmpOptimWrapper`` runs the forward pass under ``torch.autocast`` and scales the
-loss for the backward pass. bfloat16 keeps float32's exponent range, so its gradients neither
-overflow nor underflow and need no loss scaling; float16 (GPUs before Ampere) does need
-dynamic loss scaling. The saliency losses and PAMR compute in float32 inside autocast (see
-:func:`harness.eps.saliency_loss.float32_loss`).
+bfloat16 needs no loss scaling; float16 (GPUs before Ampere) gets dynamic loss scaling.
 """
 import copy
 from typing import Any, Mapping, Optional
@@ -24,17 +17,15 @@ class AmpUnavailableError(ValueError):
 
 
 def check_amp_available(cuda_available: Optional[bool] = None) -> None:
-    """Raises :class:`AmpUnavailableError` unless mixed precision can train here.
-
-    Call it before training starts: MMEngine would otherwise fail only when the runner builds
-    its optimizer wrapper, with a bare ``AssertionError``.
+    """Checks that mixed precision can train here (MMEngine would fail only in the runner).
 
     Args:
         cuda_available: Whether a CUDA GPU is usable (default: ``torch.cuda.is_available()``).
+
+    Raises:
+        AmpUnavailableError: no CUDA GPU.
     """
-    if cuda_available is None:
-        cuda_available = torch.cuda.is_available()
-    if not cuda_available:
+    if not (torch.cuda.is_available() if cuda_available is None else cuda_available):
         raise AmpUnavailableError(
             'amp is true, but this machine has no CUDA GPU (torch.cuda.is_available() is False): '
             "mixed precision uses MMEngine's AmpOptimWrapper, which autocasts to bfloat16 / "
@@ -57,9 +48,7 @@ def amp_optim_wrapper(optim_wrapper: Mapping[str, Any],
                       bf16_supported: Optional[bool] = None) -> dict:
     """The ``AmpOptimWrapper`` config equivalent to an ``OptimWrapper`` config.
 
-    Every other key (``optimizer``, ``paramwise_cfg``, ``clip_grad``, ``accumulative_counts``,
-    ``constructor``, ...) is kept. bfloat16 gets a constant loss scale of 1 (no scaling);
-    float16 gets ``loss_scale='dynamic'``.
+    Every other key is kept; bfloat16 gets ``loss_scale=1.0``, float16 ``'dynamic'``.
 
     Args:
         optim_wrapper: The config's ``optim_wrapper`` dict (not modified).
@@ -69,8 +58,7 @@ def amp_optim_wrapper(optim_wrapper: Mapping[str, Any],
         A new dict with ``type='AmpOptimWrapper'``, ``dtype`` and ``loss_scale``.
 
     Raises:
-        ValueError: ``optim_wrapper`` has a type other than ``OptimWrapper`` /
-            ``AmpOptimWrapper``.
+        ValueError: ``optim_wrapper``'s type is not ``OptimWrapper`` / ``AmpOptimWrapper``.
     """
     wrapper_type = optim_wrapper.get('type', 'OptimWrapper')
     if wrapper_type not in CONVERTIBLE_WRAPPERS:

@@ -1,7 +1,7 @@
 """Config overrides given as MMEngine ``cfg-options`` dotted keys, checked before use."""
 import difflib
 import re
-from typing import Any, Dict, Iterator, List, Mapping, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Tuple
 
 import yaml
 from mmengine.config import Config
@@ -12,7 +12,8 @@ from harness.strict_json import is_integer, is_number
 def parse_assignments(assignments: List[str]) -> Dict[str, Any]:
     """``['a.b=1', 'c=[1, 2]']`` -> ``{'a.b': 1, 'c': [1, 2]}``; values are read as YAML.
 
-    Raises ``ValueError`` for an item without ``=``.
+    Raises:
+        ValueError: an item without ``=`` or without a key.
     """
     parsed = {}
     for item in assignments:
@@ -25,11 +26,11 @@ def parse_assignments(assignments: List[str]) -> Dict[str, Any]:
 
 def dotted_keys(node: Any, prefix: str = '') -> Iterator[str]:
     """Every dotted key of a nested dict/list config (list items by index: ``a.0.b``)."""
-    items: Iterator[Tuple[Any, Any]]
+    items: Iterable[Tuple[Any, Any]]
     if isinstance(node, Mapping):
-        items = iter(node.items())
+        items = node.items()
     elif isinstance(node, (list, tuple)):
-        items = iter(enumerate(node))
+        items = enumerate(node)
     else:
         return
     for key, value in items:
@@ -38,18 +39,15 @@ def dotted_keys(node: Any, prefix: str = '') -> Iterator[str]:
         yield from dotted_keys(value, path + '.')
 
 
-# Integer settings of MMEngine / mmseg configs (iterations, intervals, sizes, counts), recognised by
-# the last part of their key: elsewhere an int and a float are interchangeable (``eta_min=0``
-# takes ``1e-5``), here a float would fail inside MMEngine after training started.
+# The last part of the keys of integer settings (iterations, intervals, sizes, counts), where a
+# float would fail inside MMEngine after training started; elsewhere ints and floats mix.
 INTEGER_KEY = re.compile(r'(^|_)(iters?|interval|begin|end|batch_size|workers|max_keep_ckpts|'
                          r'num_iter)$|^num_')
 
 
 def check_keys_exist(cfg: Config, options: Mapping[str, Any], source: str) -> None:
-    """Raises ``KeyError`` for a key of ``options`` absent from ``cfg``, with near matches.
-
-    MMEngine's ``merge_from_dict`` would silently add a misspelt key; a sweep must not.
-    """
+    """Raises ``KeyError`` for a key of ``options`` absent from ``cfg``, with near matches."""
+    # MMEngine's merge_from_dict would silently add a misspelt key.
     known = set(dotted_keys(cfg.to_dict()))
     for key in options:
         if key not in known:
@@ -61,9 +59,8 @@ def check_keys_exist(cfg: Config, options: Mapping[str, Any], source: str) -> No
 def check_value_types(cfg: Config, options: Mapping[str, Any], source: str) -> None:
     """Raises ``TypeError`` for a value whose type cannot replace the config's value there.
 
-    ``None`` in the config takes anything, and ``None`` replaces anything (it switches a setting
-    off: ``model.pretrained=None``); numbers take numbers (ints where the key counts something,
-    see :data:`INTEGER_KEY`); strings, booleans, lists and mappings take their own kind.
+    ``None`` replaces and is replaced by anything; numbers take numbers (integers for
+    :data:`INTEGER_KEY`); strings, booleans, lists and mappings take their own kind.
     """
     values = cfg.to_dict()
     for key, value in options.items():

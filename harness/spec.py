@@ -1,8 +1,7 @@
 """What one trial runs: :class:`TrialSpec`, its keys, their values and how overrides apply.
 
-A spec is plain data (configs, task, labelled fraction, saliency threshold, seed, overrides of
-either stage). Its own checks look at one value at a time; what needs the configs, the data or the
-other trials of a sweep is checked by :mod:`harness.validation` before anything trains.
+A spec checks each value alone; :mod:`harness.validation` checks what needs configs, data or the
+other trials.
 """
 import dataclasses
 import hashlib
@@ -31,20 +30,21 @@ class TrialSpec:
         task: ``'wsss'`` (stage 2 on pseudo-masks only) or ``'ssss'`` (labelled fraction with
             ground truth, pseudo-masks for the rest).
         labelled_fraction: SSSS: fraction in [0, 1] of the training ids with ground truth
-            (``'1/8'`` or ``0.125``); 0 has none (the same trial as task ``'wsss'``), 1 is fully
-            supervised. Not used by WSSS.
+            (``'1/8'`` or ``0.125``; 0 is the same trial as WSSS, 1 fully supervised).
         split_file: SSSS: a file of labelled ids (one per line) used instead of the fraction.
-        saliency_threshold: The IRD threshold of ``B()`` (stage 1 ``model.loss_sal.threshold``;
-            only meaningful when the stage-1 saliency loss is ``IRDLoss``).
+        saliency_threshold: The IRD threshold of ``B()`` in (0, 1) (stage 1
+            ``model.loss_sal.threshold``; used only with an ``IRDLoss`` stage 1).
         seed: Seed of both stages and of the labelled subset, an integer in [0, 2**32).
         data_root: Dataset folder for both stages (default: the configs' own ``data_root``).
         amp: Mixed precision for both stages (MMEngine's ``AmpOptimWrapper``; needs CUDA).
-        stage2_init_from_stage1: Stage 2's backbone starts from the trained stage-1 network's
-            backbone (the same architecture) instead of its config's initialisation: where no
-            ImageNet weights are at hand (the bundled configs train from scratch), the stage-1
-            classifier is the pretrained backbone there is.
+        stage2_init_from_stage1: Stage 2's backbone starts from the trained stage-1 backbone
+            (the same architecture) instead of its config's initialisation.
         stage1: MMEngine ``cfg-options`` for stage 1 (dotted keys that must exist).
         stage2: MMEngine ``cfg-options`` for stage 2.
+
+    Raises:
+        ValueError: a value of the wrong type or out of range.
+        FileNotFoundError: a stage config file is missing.
     """
 
     stage1_config: str = 'mm_configs/eps/epspp-ird_r18-tiny_1xb16-600i_shapes-64x64.py'

@@ -1,8 +1,6 @@
 """The MMEngine configs of a trial's two stages, built from its :class:`TrialSpec`.
 
-Building them reads the config files, the split file and the training ids, and writes nothing:
-:mod:`harness.validation` builds them to check a trial before it starts, :mod:`harness.trial` to
-run it.
+Building them reads the config files, the split file and the training ids, and writes nothing.
 """
 from pathlib import Path
 from typing import Any, List, Tuple
@@ -21,8 +19,7 @@ SYNC_BN_TYPES = ('SyncBN', 'MMSyncBN')
 
 
 def stage1_config(spec: TrialSpec) -> Config:
-    """The stage-1 config: the file, ``spec.stage1`` overrides, data root, IRD threshold, seed,
-    mixed precision."""
+    """The stage-1 config file with ``spec.stage1``, data root, IRD threshold, seed and amp."""
     cfg = _common(spec, spec.stage1_config, spec.stage1)
     if saliency_loss_type(cfg) == 'IRDLoss':
         cfg.model.loss_sal.threshold = float(spec.saliency_threshold)
@@ -30,13 +27,11 @@ def stage1_config(spec: TrialSpec) -> Config:
 
 
 def stage2_config(spec: TrialSpec) -> Config:
-    """The stage-2 config: the file, ``spec.stage2`` overrides, data root, seed, mixed
-    precision (no split yet)."""
+    """The stage-2 config file with ``spec.stage2``, data root, seed and amp (no split yet)."""
     return _common(spec, spec.stage2_config, spec.stage2)
 
 
 def _common(spec: TrialSpec, config: str, overrides: dict) -> Config:
-    """A stage's config file with its overrides, the trial's data root, seed and ``amp``."""
     cfg = Config.fromfile(config)
     apply_overrides(cfg, overrides, source=config)
     set_data_root(cfg, data_root_of(spec, cfg))
@@ -47,11 +42,10 @@ def _common(spec: TrialSpec, config: str, overrides: dict) -> Config:
 
 
 def replace_sync_bn(cfg: Config) -> List[str]:
-    """Turns every synchronised batch norm (``SyncBN``, ``MMSyncBN``) of ``cfg.model`` into
-    ``BN``, in place; returns the dotted keys it changed (``model.backbone.norm_cfg``, ...).
+    """Turns every ``SyncBN`` / ``MMSyncBN`` of ``cfg.model`` into ``BN``, in place.
 
-    SyncBN layers run on GPUs only; without them each worker normalises with the statistics of
-    its own batch (``train_dataloader.batch_size``), as MMEngine does in a one-process run.
+    Returns:
+        The dotted keys it changed (``model.backbone.norm_cfg``, ...).
     """
     changed: List[str] = []
 

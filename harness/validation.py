@@ -1,11 +1,6 @@
 """Checks that run before anything trains or is written, shared by ``harness.sweep`` (with and
-without ``--check``) and ``harness.trial``.
-
-Every failure is an :class:`InvalidSetting` whose one-line message names the setting (key, file
-or value) and what is valid. The checks cover what a trial spec's own checks cannot see: the
-stage configs (keys, value types, settings the trial owns), the data (folders, training split,
-split file), settings a trial would silently ignore, trials that would be identical, and where
-the results go (storage folder, MLflow tracking URI).
+without ``--check``) and ``harness.trial``: stage configs, data, ignored or repeated settings, and
+where results go. Every failure is an :class:`InvalidSetting` with a one-line message.
 """
 import importlib.metadata
 import json
@@ -30,10 +25,10 @@ THRESHOLD_KEY = 'model.loss_sal.threshold'
 SQLITE_PREFIX = 'sqlite:///'
 SERVER_TIMEOUT_S = 5.0
 STAGE1_MODEL = 'EPSClassifier'  # the model of every stage-1 config
-# A folder that trials write checkpoints to needs at least this much free space (a floor that
-# catches a full disk before training, not an estimate of what a trial writes).
+# Free space (MiB) a checkpoint folder needs: catches a full disk, not an estimate of the need.
 MIN_FREE_MIB = 64
 DATALOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
+MERGE_TAG = 'tag:yaml.org,2002:merge'
 _MISSING = object()
 
 
@@ -41,13 +36,8 @@ class InvalidSetting(ValueError):
     """A setting that cannot run; the message names it and what is valid (one line)."""
 
 
-MERGE_TAG = 'tag:yaml.org,2002:merge'
-
-
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that refuses a mapping with a key given twice (YAML itself keeps the
-    last value silently). Merge keys (``<<: *anchor``) work as in ``yaml.safe_load``: the keys
-    written out replace the merged ones."""
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (merge keys allowed)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> Dict[Any, Any]:
         seen = set()
@@ -87,14 +77,10 @@ def check_trials(specs: Sequence[TrialSpec], explicit: Collection[str], source: 
         explicit: Spec keys (canonical names) that the user set: a setting that the trials would
             ignore is an error only when the user asked for it.
         source: What the settings came from (a sweep file, ``--set``), for the messages.
-        labels: How each trial is named in messages (default: its index; an empty label for a
-            single trial, whose source says it all).
+        labels: How each trial is named in messages (default: ``trial <index>``; an empty label
+            uses ``source`` alone).
         make_bundled: Generate the bundled dataset at the configs' own ``data_root`` when it is
-            absent, after every other check passed (False, for a check that writes nothing:
-            its data is then not checked, as it will be generated).
-
-    A ``data_root`` the user named must exist. A bundled dataset that is there must be of this
-    code's generator version (any settings).
+            absent, after every other check passed (False: write nothing and skip its data check).
 
     Raises:
         InvalidSetting: naming the trial, the setting and what is valid.
@@ -102,9 +88,9 @@ def check_trials(specs: Sequence[TrialSpec], explicit: Collection[str], source: 
     from harness.stage_configs import stage1_config, stage2_config
 
     labels = list(labels or [f'trial {index}' for index in range(len(specs))])
+    wheres = [f'{source}: {label}' if label else source for label in labels]
     stage_configs = []
-    for spec, label in zip(specs, labels):
-        where = f'{source}: {label}' if label else source
+    for spec, where in zip(specs, wheres):
         if THRESHOLD_KEY in spec.stage1:
             raise InvalidSetting(
                 f'{where}: stage1.{THRESHOLD_KEY} is the trial\'s saliency_threshold: set '
@@ -118,9 +104,8 @@ def check_trials(specs: Sequence[TrialSpec], explicit: Collection[str], source: 
         _check_stage2_init(spec, cfg1, cfg2, where)
         stage_configs.append((cfg1, cfg2))
     _check_distinct(specs, labels, [cfg1 for cfg1, _ in stage_configs], source)
-    for spec, label, (cfg1, cfg2) in zip(specs, labels, stage_configs):
-        _check_data(spec, cfg1, cfg2, 'data_root' in explicit,
-                    f'{source}: {label}' if label else source, make_bundled)
+    for spec, where, (cfg1, cfg2) in zip(specs, wheres, stage_configs):
+        _check_data(spec, cfg1, cfg2, 'data_root' in explicit, where, make_bundled)
 
 
 def _integer(low: int, also: Optional[int] = None) -> Callable[[Any], bool]:
@@ -133,13 +118,11 @@ def _number(low: float, high: float = math.inf,
                           and (value >= low if low_included else value > low))
 
 
-# Settings of a stage config that must lie in a range, where the config has them:
-# (dotted key, the valid values in words, test). A value out of range would train nothing
-# (max_iters 0) or fail once the stage starts, after the stages before it trained (batch_size 0).
+# (dotted key, valid values in words, test) of stage-config settings that must lie in a range.
+# Out of range, a stage would train nothing or fail after the stages before it trained.
 RANGES = (
-    ('train_cfg.max_iters', 'an integer >= 1', _integer(1)),
-    ('train_cfg.max_epochs', 'an integer >= 1', _integer(1)),
-    ('train_cfg.val_interval', 'an integer >= 1', _integer(1)),
+    *((f'train_cfg.{key}', 'an integer >= 1', _integer(1))
+      for key in ('max_iters', 'max_epochs', 'val_interval')),
     ('default_hooks.checkpoint.interval', 'an integer >= 1, or -1 (no checkpoints)',
      _integer(1, also=-1)),
     ('default_hooks.logger.interval', 'an integer >= 1', _integer(1)),
@@ -158,9 +141,8 @@ SCHEDULER_RANGES = (
 
 
 def check_ranges(cfg: Config, stage: str, where: str) -> None:
-    """The iterations, intervals, batch sizes, worker counts and learning rates of one stage's
-    config (:data:`RANGES`, and ``begin < end`` and ``eta_min`` of each ``param_scheduler``)
-    are in range.
+    """Checks the :data:`RANGES` settings of one stage's config, and :data:`SCHEDULER_RANGES`
+    and ``begin < end`` of each ``param_scheduler``.
 
     Raises:
         InvalidSetting: naming ``<stage>.<key>``, the value and the valid range.
@@ -196,12 +178,8 @@ def _lookup(values: Dict[str, Any], key: str) -> Any:
 
 
 def sync_bn_warning(specs: Sequence[TrialSpec], source: str) -> Optional[str]:
-    """A one-line warning when the trials' stage configs use synchronised batch norm, which
-    needs GPUs, for trials that will train without (None when none do).
-
-    Such a trial trains with ``BN`` instead (:func:`harness.stage_configs.replace_sync_bn`, done
-    by :func:`harness.trial.run_trial` on a machine without CUDA): each worker normalises with
-    the statistics of its own batch, not of all workers' batches.
+    """A one-line warning naming the stage configs that use SyncBN (which needs GPUs and is
+    replaced by BN without them, see :func:`harness.stage_configs.replace_sync_bn`), or None.
     """
     from harness.stage_configs import replace_sync_bn, stage1_config, stage2_config
 
@@ -221,7 +199,7 @@ def sync_bn_warning(specs: Sequence[TrialSpec], source: str) -> Optional[str]:
 
 
 def check_amp(specs: Sequence[TrialSpec], cuda_available: bool, source: str) -> None:
-    """``amp: true`` needs CUDA on this machine (see :func:`harness.amp.check_amp_available`)."""
+    """Raises :class:`InvalidSetting` if a trial sets ``amp`` and ``cuda_available`` is False."""
     from harness.amp import AmpUnavailableError, check_amp_available
 
     if any(spec.amp for spec in specs):
@@ -238,10 +216,8 @@ def check_storage_path(path: str, key: str = 'storage_path') -> None:
 
 def check_folder_argument(path: Union[str, Path], argument: str,
                           min_free_mib: float = MIN_FREE_MIB) -> Path:
-    """Checks a folder argument (``--work-dir``, ``--out``, ``storage_path``, ...) before anything
-    is written: ``path`` is a folder, or can be created as one, that this process can write to,
-    on a disk with at least ``min_free_mib`` MiB free. Nothing is left behind: writing is probed
-    with an empty folder that is removed at once.
+    """Checks that ``path`` is, or can be created as, a folder this process can write to, on a
+    disk with at least ``min_free_mib`` MiB free. Writes nothing that stays.
 
     Args:
         path: The folder (it need not exist).
@@ -252,9 +228,8 @@ def check_folder_argument(path: Union[str, Path], argument: str,
         ``path`` as a :class:`~pathlib.Path`.
 
     Raises:
-        InvalidSetting: one line naming the argument and the path, for a file where a folder is
-            meant, a folder under a file, a folder that cannot be created or written (read-only
-            file system, no permission, ``/proc``) and a disk with less free space.
+        InvalidSetting: naming the argument and the path, when the folder cannot be created or
+            written or its disk has too little free space.
     """
     target = Path(path)
     if target.exists() and not target.is_dir():
@@ -281,18 +256,20 @@ def check_folder_argument(path: Union[str, Path], argument: str,
 
 
 def check_tracking_uri(uri: str, create: bool, key: str = 'mlflow.tracking_uri') -> None:
-    """An MLflow tracking URI that can be used without creating anything unasked for.
+    """Checks an MLflow tracking URI without creating anything.
 
-    ``sqlite:///PATH``: with ``create`` (a sweep that writes its runs) the folder of PATH must
-    exist; without (a report that reads them) PATH itself must. ``http(s)://``: the server must
-    answer its ``/health`` endpoint within :data:`SERVER_TIMEOUT_S` seconds (MLflow would retry
-    for minutes). Other schemes must be ones MLflow has a tracking store for
-    (:func:`tracking_uri_schemes`); what they name is left to MLflow.
+    The scheme must be one of :func:`tracking_uri_schemes`. ``sqlite:///PATH``: PATH's folder
+    must exist with ``create``, PATH itself without. ``http(s)://``: the server's ``/health``
+    must answer within :data:`SERVER_TIMEOUT_S` seconds.
+
+    Raises:
+        InvalidSetting: naming ``key``, the URI and what is wrong.
     """
     scheme = urllib.parse.urlparse(uri).scheme
-    if scheme.partition('+')[0] not in tracking_uri_schemes():
+    schemes = tracking_uri_schemes()
+    if scheme.partition('+')[0] not in schemes:
         raise InvalidSetting(f'{key} {uri}: MLflow has no tracking store for scheme {scheme!r}; '
-                             f'valid schemes: {sorted(tracking_uri_schemes() - {""})}, e.g. '
+                             f'valid schemes: {sorted(schemes - {""})}, e.g. '
                              'sqlite:///<folder>/mlflow.db or http://<host>:5000')
     if uri.startswith(SQLITE_PREFIX):
         database = Path(uri[len(SQLITE_PREFIX):])
@@ -315,12 +292,11 @@ def check_tracking_uri(uri: str, create: bool, key: str = 'mlflow.tracking_uri')
 
 
 def stage1_config_file(path: Union[str, Path], argument: str) -> Config:
-    """The stage-1 config file ``path``, read by MMEngine: one whose model is an
-    :data:`STAGE1_MODEL` (e.g. ``mm_configs/eps/epspp-ird_r18-tiny_1xb16-600i_shapes-64x64.py``).
+    """The stage-1 config file ``path`` (model :data:`STAGE1_MODEL`), read by MMEngine.
 
     Raises:
         InvalidSetting: naming ``argument`` and the file, when it is missing, cannot be read as
-            an MMEngine config (``.py``, ``.yaml``, ``.json``) or is of another kind.
+            an MMEngine config or is not a stage-1 config.
     """
     if not Path(path).is_file():
         raise InvalidSetting(f'{argument} {path} not found')
@@ -340,9 +316,7 @@ def stage1_config_file(path: Union[str, Path], argument: str) -> Config:
 
 
 def tracking_uri_schemes() -> Set[str]:
-    """The URI schemes MLflow builds a tracking store for: its own (a plain path, ``file``,
-    ``http(s)``, Databricks, the SQLAlchemy databases) and those of installed plugins (entry
-    points ``mlflow.tracking_store``)."""
+    """The URI schemes MLflow has a tracking store for, its own and installed plugins'."""
     from mlflow.store.db.db_types import DATABASE_ENGINES
 
     plugins = importlib.metadata.entry_points(group='mlflow.tracking_store')
@@ -367,7 +341,8 @@ def _built(build: Callable[[TrialSpec], Config], spec: TrialSpec, stage: str,
                              'every stage config needs a data_root') from error
 
 
-def _check_settings_used(spec: TrialSpec, cfg1: Config, explicit: Collection[str], where: str) -> None:
+def _check_settings_used(spec: TrialSpec, cfg1: Config, explicit: Collection[str],
+                         where: str) -> None:
     """A setting the user gave must change the trial."""
     from harness.stage_configs import saliency_loss_type
 
@@ -406,14 +381,12 @@ def _check_stage_roles(spec: TrialSpec, cfg1: Config, cfg2: Config, where: str) 
             'pseudo-masks, which stage 2 needs (task wsss, or ssss with a fraction < 1)')
 
 
-# Backbone settings that do not change its weights: which stages it outputs, the kind of
-# batch norm (SyncBN is BN with synchronised statistics) and how it is initialised.
+# Backbone settings that do not change its weights (SyncBN is BN with synchronised statistics).
 BACKBONE_KEYS_WITHOUT_WEIGHTS = ('out_indices', 'norm_cfg', 'norm_eval', 'init_cfg', 'pretrained')
 
 
 def _check_stage2_init(spec: TrialSpec, cfg1: Config, cfg2: Config, where: str) -> None:
-    """Stage 2 can start from stage 1's backbone only if the two backbones are one
-    architecture."""
+    """With ``stage2_init_from_stage1``, the two backbones must be one architecture."""
     if not spec.stage2_init_from_stage1:
         return
     backbones = [{key: value for key, value in cfg.model.backbone.items()
@@ -451,8 +424,10 @@ def _check_distinct(specs: Sequence[TrialSpec], labels: Sequence[str], stage1_cf
 
 def _check_data(spec: TrialSpec, cfg1: Config, cfg2: Config, data_root_given: bool, where: str,
                 make_bundled: bool) -> None:
-    """The dataset folder, the stage-2 training split and the split file, before stage 1."""
+    """The dataset folder, the stage-2 training split, the split file and what the stage
+    configs' datasets read (a sample of ids, :mod:`harness.data.check`)."""
     from harness.data import synthetic
+    from harness.data.check import QUICK_SAMPLE, check_config
     from harness.stage_configs import labelled_split
 
     root = Path(cfg1.data_root)
@@ -477,15 +452,6 @@ def _check_data(spec: TrialSpec, cfg1: Config, cfg2: Config, data_root_given: bo
         labelled_split(spec, cfg2)
     except (FileNotFoundError, ValueError) as error:
         raise InvalidSetting(f'{where}: {error}') from error
-    _check_data_contents(spec, cfg1, cfg2, root, where)
-
-
-def _check_data_contents(spec: TrialSpec, cfg1: Config, cfg2: Config, root: Path,
-                         where: str) -> None:
-    """What the stage configs' datasets read: files, labels, and the pixels (sizes, saliency
-    format, mask values) of a sample of ids (:mod:`harness.data.check`)."""
-    from harness.data.check import QUICK_SAMPLE, check_config
-
     for cfg, config in ((cfg1, spec.stage1_config), (cfg2, spec.stage2_config)):
         problems = check_config(cfg, sample=QUICK_SAMPLE)
         if problems:
