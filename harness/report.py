@@ -1,26 +1,15 @@
-"""Compares the trials of a sweep from MLflow: a table and a plot of val mIoU.
+"""Compares the trials of a sweep from MLflow: tables and a plot of val mIoU (percent).
 
-    python -m harness.report quickstart                      # table, writes quickstart_miou.png
-    python -m harness.report quickstart --json               # one object per trial, as JSON
-    python -m harness.report ssss_fractions --tracking-uri http://mlflow:5000 --out fractions.png
+    python -m harness.report NAME [--json] [--all] [--out FILE] [--tracking-uri URI]
+                                  [--replay SWEEP_DIR]
 
-Only finished trials are tabled, each with its final record (the figures its ``result.json``
-holds, see :mod:`harness.tracking`), never the latest logged value of a metric. The others
-(RUNNING, INTERRUPTED, FAILED, STOPPED early by the scheduler) are counted under the tables,
-listed with their status, and tabled with ``--all``: their latest intermediate values, marked.
-
-    python -m harness.report quickstart --all                # also the trials not finished
-
-The table has a row per labelled fraction (``wsss`` for weakly supervised trials) and a column per
-saliency threshold; a cell is the val mIoU (percent) as mean +- standard deviation over the trials
-of that cell (seeds, samples). A second table gives, per threshold, how well IRD's dropped region
-matched the saliency errors in stage 1 (``ird/precision``, ``ird/recall``, the share on each
-injected error kind; see :mod:`harness.eps.ird_diagnostics`). The plot draws val mIoU against the
-labelled fraction, one line per threshold (against the threshold when the sweep has a single
-fraction). The plot is also logged to the sweep's parent run.
+Finished trials are tabled with their final record; ``--all`` adds the others' latest
+(intermediate) values, marked ``*``. The plot is also logged to the sweep's parent run.
+See docs/sweeps.md and docs/tracking.md.
 """
 import argparse
 import json
+from collections import Counter
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -47,13 +36,8 @@ LEFT_OUT_BECAUSE = {
 
 @dataclass(frozen=True)
 class TrialRecord:
-    """One trial as its child run holds it.
-
-    ``status`` is ``FINISHED`` (with its final record: ``metrics`` are the final figures),
-    ``RUNNING``, ``INTERRUPTED``, ``FAILED``, ``STOPPED`` (early, by the scheduler) or
-    ``NO_RECORD`` (a finished run without a final record); for all but ``FINISHED``, ``metrics``
-    are the latest logged values, intermediate ones.
-    """
+    """One trial as its child run holds it. ``status``: ``FINISHED`` (``metrics`` are the final
+    figures) or a key of :data:`LEFT_OUT_BECAUSE` (``metrics``: the latest logged values)."""
 
     trial_id: str
     run_id: str
@@ -80,9 +64,8 @@ class Cell:
 
 
 def load_trials(name: str, tracking_uri: str) -> Tuple[Any, List[TrialRecord]]:
-    """The latest parent run of sweep / experiment ``name`` and all its trials, each with its
-    status (:class:`TrialRecord`). One query reads every child run with its tags, final record
-    included.
+    """The latest parent run of sweep / experiment ``name`` and all its trials, sorted by
+    fraction, threshold, seed and trial id.
 
     Raises:
         LookupError: naming the tracking URI and the sweeps it holds when none matches.
@@ -94,11 +77,10 @@ def load_trials(name: str, tracking_uri: str) -> Tuple[Any, List[TrialRecord]]:
     experiment_ids = ([experiment.experiment_id] if experiment is not None else
                       [e.experiment_id for e in client.search_experiments()])
     role = f"tags.`{ROLE_TAG}` = 'sweep'"
-    parents = client.search_runs(experiment_ids, f"{role} and tags.sweep_name = '{name}'",
-                                 order_by=['attributes.start_time DESC'], max_results=1)
+    latest: Dict[str, Any] = {'order_by': ['attributes.start_time DESC'], 'max_results': 1}
+    parents = client.search_runs(experiment_ids, f"{role} and tags.sweep_name = '{name}'", **latest)
     if not parents and experiment is not None:
-        parents = client.search_runs(experiment_ids, role,
-                                     order_by=['attributes.start_time DESC'], max_results=1)
+        parents = client.search_runs(experiment_ids, role, **latest)
     if not parents:
         known = sorted({run.data.tags.get('sweep_name', '?') for run in client.search_runs(
             [e.experiment_id for e in client.search_experiments()], role)})
@@ -126,8 +108,8 @@ def load_trials(name: str, tracking_uri: str) -> Tuple[Any, List[TrialRecord]]:
 
 
 def trial_status(run_status: str, tags: Dict[str, str]) -> str:
-    """A trial's status from its child run's MLflow status and tags (see
-    :mod:`harness.tracking`): ``FINISHED`` needs the final record."""
+    """A trial's status from its child run's MLflow status and tags; ``FINISHED`` needs the
+    final record."""
     if run_status == 'FINISHED':
         return FINISHED if RECORD_TAG in tags else 'NO_RECORD'
     if run_status == 'KILLED':
@@ -142,7 +124,8 @@ def tabled(trials: Sequence[TrialRecord], show_all: bool = False) -> List[TrialR
 
 
 def comparison_cells(trials: Sequence[TrialRecord]) -> List[Cell]:
-    """Mean and standard deviation (ddof 1; 0 for one trial) of val mIoU per (fraction, threshold)."""
+    """Mean and standard deviation (ddof 1; 0 for one trial) of val mIoU per (fraction,
+    threshold)."""
     groups: Dict[Tuple[float, float], List[TrialRecord]] = {}
     for trial in trials:
         groups.setdefault((trial.labelled_fraction, trial.saliency_threshold), []).append(trial)
@@ -185,32 +168,25 @@ def format_trials(trials: Sequence[TrialRecord], title: str) -> str:
 
 def left_out(trials: Sequence[TrialRecord]) -> Dict[str, int]:
     """How many trials of each status other than ``FINISHED`` there are."""
-    counts: Dict[str, int] = {}
-    for trial in trials:
-        if trial.status != FINISHED:
-            counts[trial.status] = counts.get(trial.status, 0) + 1
-    return counts
+    return dict(Counter(trial.status for trial in trials if trial.status != FINISHED))
 
 
 def ird_rows(trials: Sequence[TrialRecord]) -> List[Dict[str, Any]]:
-    """Per saliency threshold, IRD's dropped region against the saliency errors
-    (``ird/precision``, ``ird/recall``, ``ird/share.<kind>``, percent) and ``pseudo/mIoU``, each
-    the mean over the threshold's stage-1 runs, each counted once however many trials share it
-    (``stage1_run``; trials that did not record it count once per seed). Thresholds without IRD
-    figures are left out.
+    """Per saliency threshold with IRD figures: the ``ird/*`` figures and ``pseudo/mIoU``
+    (percent), each the mean over the threshold's stage-1 runs, a run counted once however many
+    trials share it (a trial without ``stage1_run`` counts once per seed).
     """
     rows = []
     for threshold in sorted({t.saliency_threshold for t in trials}):
-        of_threshold = [t for t in trials
-                        if t.saliency_threshold == threshold and 'ird/precision' in t.metrics]
-        runs = {t.stage1_run or f'seed {t.seed}': t.metrics for t in of_threshold}
+        keyed = [(t.stage1_run or f'seed {t.seed}', t) for t in trials
+                 if t.saliency_threshold == threshold and 'ird/precision' in t.metrics]
+        runs = {run: t.metrics for run, t in keyed}
         if not runs:
             continue
         keys = sorted({key for metrics in runs.values() for key in metrics
                        if key.startswith('ird/')} | {'pseudo/mIoU'})
         row: Dict[str, Any] = {'saliency_threshold': threshold, 'stage1_runs': len(runs),
-                               'not_finished': len({t.stage1_run or f'seed {t.seed}'
-                                                    for t in of_threshold
+                               'not_finished': len({run for run, t in keyed
                                                     if t.status != FINISHED})}
         for key in keys:
             values = [m[key] for m in runs.values() if m.get(key) is not None]
@@ -230,7 +206,8 @@ def format_ird_table(rows: Sequence[Dict[str, Any]]) -> str:
         f' (*{row["not_finished"]} not finished)' if row.get('not_finished') else '')] + [
         '-' if row.get(c) is None else f'{row[c]:.2f}' for c in columns] for row in rows]
     return _render('IRD: how much of the dropped region N is a saliency error (precision), how '
-                   'much of the errors it drops (recall), and where N lies (share, %)', header, body)
+                   'much of the errors it drops (recall), and where N lies (share, %)',
+                   header, body)
 
 
 def _render(title: str, header: List[str], rows: List[List[str]]) -> str:
@@ -254,8 +231,7 @@ def plot(cells: Sequence[Cell], out_path: Path, title: str) -> Path:
 
 
 def check_plot_file(path: Path, argument: str) -> None:
-    """``path`` can take the plot: a file name with an image suffix that matplotlib writes, in a
-    folder that exists or can be created (see :func:`harness.validation.check_folder_argument`).
+    """Checks that ``path`` names an image file matplotlib writes, in a usable folder.
 
     Raises:
         InvalidSetting: naming ``argument``, the path and the valid suffixes.
@@ -283,8 +259,7 @@ def miou_figure(cells: Sequence[Cell], title: str) -> Any:
     thresholds = sorted({c.saliency_threshold for c in cells})
     figure, axis = plt.subplots(figsize=(6, 4))
     if len(fractions) > 1:
-        # Fractions as evenly spaced categories: 0 (WSSS) has no place on a log scale, and the
-        # usual 1/16, 1/8, 1/4, 1/2 are evenly spaced on one anyway.
+        # Evenly spaced categories: 0 (WSSS) has no place on a log scale.
         position = {fraction: index for index, fraction in enumerate(fractions)}
         for threshold in thresholds:
             line = [c for c in cells if c.saliency_threshold == threshold]
@@ -293,12 +268,11 @@ def miou_figure(cells: Sequence[Cell], title: str) -> Any:
                           label=f'threshold {threshold:g}')
         axis.set_xticks(range(len(fractions)), [fraction_label(f) for f in fractions])
         axis.set_xlabel('labelled fraction')
-        axis.legend()
     else:
         axis.errorbar(thresholds, [c.mean for c in cells], yerr=[c.std for c in cells],
                       marker='o', capsize=3, label=fraction_label(fractions[0]))
         axis.set_xlabel('saliency threshold (IRD)')
-        axis.legend()
+    axis.legend()
     axis.set_ylabel('val mIoU (%)')
     axis.set_title(title)
     axis.grid(alpha=0.3)
@@ -313,11 +287,12 @@ def fraction_label(fraction: float) -> str:
 
 def report(name: str, tracking_uri: str, out_path: Optional[Path] = None,
            as_json: bool = False, show_all: bool = False) -> Dict[str, Any]:
-    """Prints the tables (or JSON), writes the plot and logs it to the parent run.
+    """Prints the tables (JSON with ``as_json``), writes the plot to ``out_path`` (default
+    ``<sweep>_miou.png``) and logs it to the parent run; returns the summary. ``show_all`` also
+    tables the trials that are not finished, with their latest values.
 
-    The tables and the plot use the finished trials' final records; ``show_all`` adds the
-    others' latest (intermediate) values, marked. The trials that are not tabled are counted by
-    status and listed (every trial with ``show_all``).
+    Raises:
+        LookupError: see :func:`load_trials`.
     """
     from mlflow import MlflowClient
 
@@ -351,10 +326,9 @@ def report(name: str, tracking_uri: str, out_path: Optional[Path] = None,
             print('\n' + format_trials(listed, 'Trials' if show_all else
                                        'Trials not finished (--all tables them, marked *)'))
     if cells:
+        marked = ' (* some not finished)' if any(c.not_finished for c in cells) else ''
         out_path = plot(cells, Path(out_path or f'{sweep_name}_miou.png'),
-                        f'{sweep_name}: val mIoU' + (' (* some not finished)'
-                                                     if any(c.not_finished for c in cells)
-                                                     else ''))
+                        f'{sweep_name}: val mIoU{marked}')
         MlflowClient(tracking_uri).log_artifact(parent.info.run_id, str(out_path))
         summary['plot'] = str(out_path)
         if not as_json:

@@ -1,34 +1,9 @@
 """MLflow tracking of a sweep: one parent run per sweep, one child run per trial.
 
-The driver opens the parent run (:func:`start_sweep_run`) and hands a :class:`TrackingTarget`
-(tracking URI, experiment and parent-run ids) to every trial explicitly, since Ray does not carry
-the tracking URI to its workers. Rank 0 of each trial is the trial's only writer
-(:class:`TrialRun`): it finds its child run by the ``trial_id`` tag before creating one, so a
-retried or resumed trial keeps logging into the same run.
-
-What a child run holds:
-
-- params: the trial's overrides, flattened (``stage2.optim_wrapper.optimizer.lr``); values
-  longer than :data:`PARAM_VALUE_LIMIT` characters are truncated;
-- metrics: ``val/mIoU`` and ``val/IoU.<class>`` at every stage-2 validation (step: stage-2
-  iteration), ``stage1/*`` at stage-1 validations, then ``pseudo/*`` (pseudo-mask mIoU and
-  per-class IoU, percent) and ``time/*`` (seconds) at the end;
-- tags: sweep name, git commit, trial id, task, labelled fraction, saliency threshold, seed;
-- artifacts: the resolved stage configs, the split files and ``pseudo_masks.png`` (a grid of
-  image | saliency | CAM | dropped by IRD | saliency errors | pseudo-mask);
-- the final record of a finished trial (:meth:`TrialRun.log_final_record`): its ``result.json``
-  as an artifact, and its figures as one tag, :data:`RECORD_TAG`.
-
-Metrics are a time series: a resumed trial logs some steps twice and its final figures at a step
-that need not be the largest, so MLflow's latest value of a metric is not the trial's result. The
-final record is no series: a tag holds one value, written once the trial has finished, from the
-trial's ``result.json``. The report reads it for all of a sweep's runs in one ``search_runs`` query
-instead of one artifact download per run.
-
-A run's status says where its trial stands: ``RUNNING``, ``FINISHED`` (with its final record),
-``FAILED``, or ``KILLED`` with the tag :data:`STATUS_TAG` saying why: ``INTERRUPTED`` (the sweep was
-stopped; ``--resume`` continues the trial) or ``STOPPED`` (stopped early by the sweep's scheduler).
-The sweep's parent run is ``FINISHED`` only when every trial is.
+The driver opens the parent run (:func:`start_sweep_run`) and hands a :class:`TrackingTarget` to
+every trial. Rank 0 of a trial logs to its child run through :class:`TrialRun`, which journals
+each operation and delivers the journal in the background, so training never waits on the store.
+A finished trial's figures are the tag :data:`RECORD_TAG`; see docs/tracking.md.
 """
 import fcntl
 import json
@@ -60,9 +35,7 @@ BATCH_METRICS = 1000  # metric points of one merged log_batch when a journal is 
 RETRY_MIN_S = 1.0  # first wait before asking a store that did not answer again
 RETRY_MAX_S = 30.0  # the wait doubles up to this
 FINISH_WAIT_S = 30.0  # TrialRun.finish waits at most this for the journal's delivery
-# MLflow's client retries a call to a server that does not answer for minutes (7 retries, with
-# backoff); the writer retries from its journal instead, so a call fails at once and the writer is
-# free to see the server come back.
+# MLflow's client would retry a dead server for minutes; the writer's journal is the retry.
 WRITER_HTTP_RETRIES = 0
 
 
@@ -126,17 +99,15 @@ def set_sweep_status(target: TrackingTarget, status: str) -> None:
 
 def end_trial_runs(target: TrackingTarget, statuses: Mapping[str, str],
                    default: str = 'INTERRUPTED') -> List[str]:
-    """Ends the sweep's child runs that are still ``RUNNING``, each with its trial's status in
-    ``statuses`` (trial id -> ``'FAILED'``, ``'INTERRUPTED'``, ``'STOPPED'``; ``default`` for a
-    trial not in it; ``'FINISHED'`` ones are left to the trial): ``FAILED``, or ``KILLED`` with the
-    status in tag :data:`STATUS_TAG`. For the driver, once no worker of the sweep is left (a
-    killed worker never ends its run). Returns the trial ids of the runs it ended."""
+    """Ends the sweep's child runs still ``RUNNING`` (once no worker is left: a killed worker
+    never ends its run) by their trial's status in ``statuses`` (trial id -> ``'FAILED'``,
+    ``'INTERRUPTED'``, ``'STOPPED'``; ``default`` if absent; ``'FINISHED'`` ones are left alone):
+    ``FAILED``, or ``KILLED`` with the status in tag :data:`STATUS_TAG`. Returns their trial ids."""
     from mlflow import MlflowClient
 
     client = MlflowClient(target.tracking_uri)
-    running = client.search_runs(
-        [target.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{target.parent_run_id}' "
-                                              "and attributes.status = 'RUNNING'",
+    running = client.search_runs([target.experiment_id], filter_string=(
+        f"tags.`{PARENT_TAG}` = '{target.parent_run_id}' and attributes.status = 'RUNNING'"),
         max_results=50000)
     ended = []
     for run in running:
@@ -152,9 +123,8 @@ def end_trial_runs(target: TrackingTarget, statuses: Mapping[str, str],
 
 
 def final_figures(result: Mapping[str, Any]) -> Dict[str, Optional[float]]:
-    """The figures of a trial's result (``run_trial``'s, i.e. its ``result.json``): the numeric
-    values of its metrics (:func:`is_metric`); ``None`` (an IoU of a class absent from a split)
-    kept."""
+    """The numeric metrics (:func:`is_metric`) of a trial's ``result.json`` as floats; ``None``
+    (the IoU of a class absent from a split) kept."""
     return {key: (None if value is None else float(value)) for key, value in result.items()
             if is_metric(key) and (value is None or strict_json.is_number(value))}
 
@@ -166,9 +136,8 @@ def is_metric(key: str) -> bool:
 
 
 def record_text(result: Mapping[str, Any]) -> str:
-    """The value of :data:`RECORD_TAG` for a trial's result: :func:`final_figures` as compact
-    strict JSON; without the per-class IoUs (``.../IoU.<class>``) if they would make it longer
-    than MLflow allows a tag (the artifact keeps them)."""
+    """:data:`RECORD_TAG`'s value: :func:`final_figures` as compact strict JSON, without the
+    per-class IoUs (``.../IoU.<class>``) if they would exceed MLflow's tag length."""
     from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
 
     figures = final_figures(result)
@@ -184,16 +153,11 @@ class StoreUnreachable(Exception):
 
 
 class Journal:
-    """A trial's MLflow operations, in order: ``<folder>/mlflow-journal.jsonl``, one JSON object a
-    line (``op``: ``open``, ``log_batch``, ``log_artifact`` or ``set_terminated``), and how far
-    they were delivered: ``<folder>/mlflow-journal.sent``, ``{"offset": bytes of the journal
-    delivered, "run_id": the child run}``.
-
-    Lines are only appended and the offset only grows, so a replay after a crash sends each
-    operation that was not delivered, in order; metric points keep the timestamp they were logged
-    with, so one sent again after a crash between delivery and bookkeeping matches the stored
-    point and MLflow's SQL stores keep it once. The delivering process holds an exclusive
-    ``flock`` on the journal: one deliverer per trial (:meth:`delivering`).
+    """A trial's MLflow operations in order, one JSON object a line (``op``: ``open``,
+    ``log_batch``, ``log_artifact``, ``set_terminated``) in ``<folder>/mlflow-journal.jsonl``, and
+    how far they were delivered in ``<folder>/mlflow-journal.sent`` (``{"offset": bytes,
+    "run_id": the child run}``). Lines are only appended and the offset only grows; metric points
+    keep their timestamp, so one sent again after a crash is stored once.
     """
 
     NAME = 'mlflow-journal.jsonl'
@@ -241,8 +205,8 @@ class Journal:
 
     @contextmanager
     def delivering(self, wait: bool) -> Iterator[bool]:
-        """Holds the journal's delivery lock; yields whether it got it (``wait``: blocks until
-        it does)."""
+        """Holds the journal's exclusive ``flock`` (one deliverer per trial); yields whether it
+        got it (``wait``: block until it does)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, 'a') as handle:
             try:
@@ -257,12 +221,10 @@ class Journal:
 
 
 def deliver(journal: Journal, client: Any = None) -> int:
-    """Sends the journal's pending operations to its store in order, consecutive ``log_batch``
-    operations merged (at most :data:`BATCH_METRICS` points a call); returns how many operations
-    were sent. The caller holds :meth:`Journal.delivering`.
-
-    An operation the store refuses (an MLflow error of a 4xx kind: a bad value, a run that does
-    not exist) is reported on stderr and skipped: sending it again would not change the answer.
+    """Sends the journal's pending operations in order (consecutive ``log_batch`` ones merged, up
+    to :data:`BATCH_METRICS` points a call) while the caller holds :meth:`Journal.delivering`;
+    returns how many were sent. One the store refuses (a 4xx MLflow error) is reported on stderr
+    and skipped.
 
     Raises:
         StoreUnreachable: the store did not answer; what was sent before stays sent.
@@ -296,10 +258,9 @@ def deliver(journal: Journal, client: Any = None) -> int:
 
 
 def replay_journals(folder: Path) -> Dict[str, str]:
-    """Delivers the journals of the trials of a sweep's ``folder`` (``trials/<trial id>/``);
-    returns the trials whose journal is left undelivered, each with why: its store did not
-    answer (asked once per store, without MLflow's minutes of retries), or the trial is running
-    and delivers its own."""
+    """Delivers the journals of a sweep ``folder``'s trials (``trials/<trial id>/``); returns the
+    trial ids left undelivered, each with why (its store did not answer, each store asked once;
+    or the trial is running and delivers its own)."""
     left = {}
     unreachable = set()
     for path in sorted(Path(folder).glob(f'trials/*/{Journal.NAME}')):
@@ -324,15 +285,10 @@ def replay_journals(folder: Path) -> Dict[str, str]:
 class TrialRun:
     """The child run of one trial; the trial's only MLflow writer (rank 0).
 
-    Its methods return at once: each operation is appended to the trial's :class:`Journal` and a
-    background thread delivers the journal in order. While the store does not answer, operations
-    stay in the journal and the thread tries again every few seconds (up to
-    :data:`RETRY_MAX_S`), also when the store is down as the trial starts (the child run is
-    created once it answers). :meth:`finish` waits at most :data:`FINISH_WAIT_S` seconds; what
-    is then still undelivered is sent by ``harness.sweep --resume`` or ``harness.report
-    --replay``. The process's MLflow HTTP calls are not retried by MLflow's client
-    (``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` defaults to :data:`WRITER_HTTP_RETRIES` unless set): the
-    journal is the retry.
+    Methods return at once: each operation is appended to the trial's :class:`Journal`, which a
+    background thread delivers, retrying with backoff (:data:`RETRY_MIN_S` to
+    :data:`RETRY_MAX_S` seconds) while the store does not answer. Sets
+    ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` to :data:`WRITER_HTTP_RETRIES` unless it is set.
     """
 
     def __init__(self, journal: Journal, tracking_uri: str) -> None:
@@ -347,13 +303,11 @@ class TrialRun:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._tried = threading.Event()  # a first delivery was tried
-        # Read by MLflow at each call; a value the user set is kept.
+        # Read by MLflow at each call.
         os.environ.setdefault(MLFLOW_HTTP_REQUEST_MAX_RETRIES.name, str(WRITER_HTTP_RETRIES))
         self._client = MlflowClient(tracking_uri)
-        # The first delivery runs in the caller's thread when the store answers: it imports
-        # MLflow's store and client modules. Imported later by the writer thread while the
-        # training thread imports too (MMEngine's runner imports distutils, whose import hook
-        # imports with Python's global import lock held), both threads could wait forever.
+        # First delivery in this thread: MLflow's imports in the writer thread, racing the
+        # training thread's (distutils' import hook holds the global import lock), can deadlock.
         if _store_answers(tracking_uri):
             with journal.delivering(wait=True):
                 self._deliver()
@@ -364,8 +318,7 @@ class TrialRun:
 
     @property
     def run_id(self) -> Optional[str]:
-        """The child run's id: waits for the first delivery; ``None`` while the store has not
-        answered."""
+        """The child run's id, after the first delivery; ``None`` until the store answered."""
         self._tried.wait()
         return self.journal.sent()[1]
 
@@ -373,9 +326,9 @@ class TrialRun:
     def open(cls, target: Mapping[str, str], trial_id: str, run_name: str,
              overrides: Mapping[str, Any], tags: Mapping[str, Any],
              work_dir: Optional[Path] = None) -> 'TrialRun':
-        """Finds the child run tagged ``trial_id`` under the parent, or creates it, and logs the
-        overrides as params (both when the store answers). The journal lies in ``work_dir``, the
-        trial's folder (without one: a new temporary folder, gone with the process)."""
+        """Finds or creates the child run tagged ``trial_id`` under the parent and logs the
+        overrides as params, once the store answers. The journal lies in ``work_dir`` (default: a
+        new temporary folder)."""
         target = TrackingTarget(**target)
         journal = Journal(Path(work_dir) if work_dir is not None else
                           Path(tempfile.mkdtemp(prefix='mlflow-journal-')))
@@ -389,10 +342,9 @@ class TrialRun:
         return run
 
     def log_metrics(self, metrics: Mapping[str, Any]) -> None:
-        """Logs the numeric metrics (:func:`is_metric`); the step is the ``val/iter`` or
-        ``stage1/iter`` of ``metrics`` (else the last step logged). A value this run logged
-        already for the key at that step is not logged again (the final result repeats the last
-        validation)."""
+        """Logs the numeric metrics (:func:`is_metric`) at the step ``val/iter`` or ``stage1/iter``
+        of ``metrics`` (else the last step logged), except a value already logged for the key at
+        that step (the final result repeats the last validation)."""
         step = next((int(metrics[key]) for key in STEP_KEYS if key in metrics), self.last_step)
         self.last_step = step
         now = int(time.time() * 1000)
@@ -409,15 +361,14 @@ class TrialRun:
                      'tags': [[key, str(value)] for key, value in tags.items()]})
 
     def log_artifact(self, path: Path, artifact_path: Optional[str] = None) -> None:
-        """Logs a file, or a folder's files, under ``artifact_path`` of the child run. The file
-        is read when the operation is delivered: it must stay in place until then."""
+        """Logs a file, or a folder's files, under ``artifact_path``; read when delivered, so it
+        must stay in place until then."""
         self.submit({'op': 'log_artifact', 'path': str(Path(path).resolve()),
                      'artifact_path': artifact_path})
 
     def log_result(self, result: Mapping[str, Any], work_dir: Path) -> None:
-        """Logs the final metrics of ``run_trial``, the trial's artifacts and its stage-1 run
-        (tag ``stage1_run``: the folder name, a digest of the resolved stage-1 config, which the
-        trials that share that run share)."""
+        """Logs ``run_trial``'s final metrics, the trial's artifacts and the tag
+        :data:`STAGE1_RUN_TAG` (the stage-1 folder name, a digest of its config)."""
         self.log_metrics(result)
         self.set_tags({STAGE1_RUN_TAG: Path(result['stage1_config']).parent.name})
         grid = write_pseudo_mask_grid(Path(result['stage1_config']),
@@ -429,18 +380,14 @@ class TrialRun:
         self.log_artifact(grid)
 
     def log_final_record(self, result: Mapping[str, Any], result_file: Path) -> None:
-        """Records a finished trial's final figures: ``result_file`` (the trial's
-        ``result.json``, whose content ``result`` is) as the artifact :data:`RECORD_ARTIFACT` and
-        :func:`record_text` as the tag :data:`RECORD_TAG`. Logging it again (a resumed trial that
-        had finished) writes the same record."""
+        """Logs ``result_file`` (the trial's :data:`RECORD_ARTIFACT`, holding ``result``) and
+        :func:`record_text` as the tag :data:`RECORD_TAG`."""
         self.log_artifact(result_file)
         self.set_tags({RECORD_TAG: record_text(result)})
 
     def finish(self, status: str = 'FINISHED') -> None:
-        """Ends the run with ``status`` and waits until the journal is delivered, the store does
-        not answer (asked every second; an ``http(s)`` store's ``/health`` within
-        :data:`harness.validation.SERVER_TIMEOUT_S`), or :data:`FINISH_WAIT_S` seconds passed,
-        whichever comes first."""
+        """Ends the run with ``status``; waits until the journal is delivered, the store does not
+        answer (asked every second) or :data:`FINISH_WAIT_S` seconds passed."""
         self.submit({'op': 'set_terminated', 'status': status})
         self._stop.set()
         self._wake.set()
@@ -456,8 +403,7 @@ class TrialRun:
         self._wake.set()
 
     def _deliver(self) -> None:
-        """Delivers what is pending; notes whether the store answered. The caller holds the
-        journal's delivery lock or is the only deliverer."""
+        """Delivers what is pending (the caller holds the delivery lock); sets ``store_down``."""
         try:
             # Ask first while it is down: a call to a server that does not answer can hang.
             if self.store_down and not _store_answers(self.tracking_uri):
@@ -486,8 +432,8 @@ class TrialRun:
 
 
 def _store_answers(tracking_uri: str) -> bool:
-    """Whether the store answers; an ``http(s)`` server is asked for ``/health`` (seconds, not
-    MLflow's minutes of retries), other stores are assumed to."""
+    """Whether :func:`harness.validation.check_tracking_uri` accepts the store (an ``http(s)``
+    server's ``/health`` answers within seconds, not MLflow's minutes of retries)."""
     from harness.validation import InvalidSetting, check_tracking_uri
 
     try:
@@ -538,14 +484,12 @@ def _send(client: Any, operation: Mapping[str, Any], run_id: Optional[str]) -> s
 
 
 def _open_child_run(client: Any, operation: Mapping[str, Any]) -> str:
-    """Finds the child run tagged ``trial_id`` under the parent (marked RUNNING again), or
-    creates it; logs the params it does not hold yet."""
+    """Finds (and marks RUNNING again) or creates the trial's child run; logs the params it
+    lacks."""
     target = TrackingTarget(**operation['target'])
     trial_id = operation['trial_id']
-    found = client.search_runs(
-        [target.experiment_id],
-        filter_string=f"tags.trial_id = '{trial_id}' and "
-                      f"tags.`{PARENT_TAG}` = '{target.parent_run_id}'",
+    found = client.search_runs([target.experiment_id], filter_string=(
+        f"tags.trial_id = '{trial_id}' and tags.`{PARENT_TAG}` = '{target.parent_run_id}'"),
         max_results=1)
     if found:
         run_id = found[0].info.run_id
@@ -561,18 +505,13 @@ def _open_child_run(client: Any, operation: Mapping[str, Any]) -> str:
 
 def write_pseudo_mask_grid(stage1_config: Path, threshold: float, out_path: Path,
                            count: int = 4) -> Path:
-    """Draws ``count`` training images as rows: image | saliency | CAM | dropped by IRD |
-    saliency errors | pseudo-mask; writes a PNG to ``out_path`` and returns it.
-
-    ``stage1_config`` is the config a trial dumped into its stage-1 folder (absolute
-    ``data_root``); next to it lie ``last_checkpoint``, ``pseudo_masks/`` and, for EPS++ configs,
-    ``ird_diagnostics/`` and ``ird_diagnostics.json`` (:class:`IRDDiagnosticsHook`). The CAM is
-    the stage-1 network's foreground map: the largest class score over the classes it predicts
-    (:meth:`EPSClassifier.class_scores`, before PAMR), in [0, 1]. "dropped by IRD" is IRD's
-    inconsistent region ``N`` of the trained network (its row title: the image's precision and
-    recall of the saliency errors); "saliency errors" is ``E = (saliency > threshold) xor
-    (ground-truth foreground)``, saliency in [0, 1]. Without IRD diagnostics the N column is left
-    out; without ground-truth masks, the E column.
+    """Draws ``count`` training images as rows: image | saliency | CAM (:func:`foreground_cams`)
+    | dropped by IRD (N, titled with the image's IRD precision and recall) | saliency errors
+    (``(saliency > threshold) xor ground-truth foreground``, saliency in [0, 1]) | pseudo-mask;
+    writes a PNG to ``out_path`` and returns it. ``stage1_config``: the config dumped into a
+    stage-1 folder, next to ``last_checkpoint``, ``pseudo_masks/`` and (EPS++)
+    ``ird_diagnostics/`` and ``ird_diagnostics.json``; without these the N column is left out,
+    without ground truth the errors column.
     """
     import matplotlib
     matplotlib.use('Agg')
@@ -587,8 +526,7 @@ def write_pseudo_mask_grid(stage1_config: Path, threshold: float, out_path: Path
     stage1_dir = stage1_config.parent
     dropped_dir = stage1_dir / 'ird_diagnostics'
     masks = sorted((stage1_dir / 'pseudo_masks').glob('*.png'))
-    # IRD is measured on a split of its own (VOC: train, of the pseudo-masks' train_aug): draw
-    # images of both where there are such.
+    # IRD is measured on a split of its own (VOC: train, within train_aug): prefer images in both.
     masks = ([path for path in masks if (dropped_dir / path.name).is_file()] or masks)[:count]
     images = [Image.open(next(image_dir.glob(f'{path.stem}.*'))).convert('RGB') for path in masks]
     cams = foreground_cams(cfg, (stage1_dir / 'last_checkpoint').read_text().strip(),
@@ -634,11 +572,9 @@ def write_pseudo_mask_grid(stage1_config: Path, threshold: float, out_path: Path
 
 
 def _pseudo_mask_split(cfg: Any) -> Tuple[Path, Optional[Path]]:
-    """The image folder and ground-truth mask folder (``None`` if it has none) of the split whose
-    pseudo-masks the stage-1 config's ``PAMRHook`` writes (VOC: train_aug with
-    SegmentationClassAug; COCO: train2014), under the config's ``data_root``. A config dumped
-    without the hook (a trial resumed after its masks were written) falls back to the training
-    images, without masks."""
+    """The image folder and ground-truth mask folder (``None`` if absent) of the split the
+    config's ``PAMRHook`` writes pseudo-masks for; without the hook, the training images and
+    ``None``."""
     data_root = Path(cfg.data_root)
     hook = next((hook for hook in cfg.get('custom_hooks', []) if hook['type'] == 'PAMRHook'), None)
     dataset = hook['dataloader']['dataset'] if hook else cfg.train_dataloader.dataset
