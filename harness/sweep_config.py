@@ -1,32 +1,10 @@
-"""The sweep file: plain YAML -> a validated :class:`SweepConfig`, checked before Ray starts.
+"""The sweep file (plain YAML, docs/sweeps.md) -> a validated :class:`SweepConfig`.
 
-A sweep file names a set of EPS++ trials the way a Ray Tune user writes a ``param_space``::
-
-    name: quickstart                          # folder under storage_path, MLflow experiment
-    stage1_config: mm_configs/eps/epspp-ird_r18-tiny_1xb16-600i_shapes-64x64.py
-    task: ssss                                # any other TrialSpec key, as a fixed value
-    search_space:                             # TrialSpec keys, fraction / threshold, stageN.<key>
-      fraction: {grid_search: [1/8, 1/4]}
-      threshold: {choice: [0.3, 0.5]}
-      stage2.optim_wrapper.optimizer.lr: {loguniform: [1.0e-4, 1.0e-2]}
-    overrides: {stage1.train_cfg.max_iters: 200}   # fixed MMEngine cfg-options or spec keys
-    seeds: [0, 1]                             # repeats: a grid axis over TrialSpec.seed
-    num_samples: 1                            # Tune's num_samples
-    resources: {num_workers: 1, cpus_per_worker: 1, gpus_per_worker: 0}   # per trial
-    max_concurrent_trials: 2
-    scheduler: fifo                           # or {type: asha, grace_period, reduction_factor, max_t}
-    storage_path: outputs/sweeps
-    mlflow: {tracking_uri: sqlite:///..., experiment_name: ...}
-    ray: {address: '', dashboard_host: 127.0.0.1, dashboard_port: 8265, include_dashboard: true}
-    failure: {max_failures: 1}
-
-:func:`load_sweep` reads and type-checks the file (a key given twice is an error, not "the last
-one wins"); :func:`check_grid` then builds the :class:`~harness.spec.TrialSpec` of every grid
-point (both bounds of continuous axes) and hands them to :func:`harness.validation.check_trials`
-(stage keys and value types, data, split files, settings the trials would ignore, identical
-trials); :func:`check_resources` compares what a trial asks for with the machines that will run
-it. Every error is a :class:`SweepConfigError` naming the file, the key, the value and the valid
-choices.
+:func:`load_sweep` reads the file (a key given twice is an error) and validates it against
+:class:`SweepFile` and the :class:`~harness.spec.TrialSpec` keys; :func:`check_grid` checks the
+trial of every grid point (:func:`harness.validation.check_trials`); :func:`check_resources`
+compares what a trial asks for with the machines. Every error is a :class:`SweepConfigError`
+naming the file, the key, the value and what is valid.
 """
 import dataclasses
 import itertools

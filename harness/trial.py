@@ -22,9 +22,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
-import torch.distributed as dist
 from mmengine.config import Config
-from mmengine.dist import broadcast_object_list
+from mmengine.dist import barrier, broadcast_object_list, get_rank, is_distributed
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.registry import VISBACKENDS
@@ -91,13 +90,9 @@ class TrialMetricsBackend(BaseVisBackend):
             if (name and group not in ('train', 'test') and name not in ('time', 'data_time')
                     and strict_json.is_number(value)):
                 metrics[f'{self.stage}/{name}' if group == 'val' else key] = float(value)
-        if metrics:
-            self.publish(strict_json.jsonable(metrics), step)
-
-    def publish(self, metrics: Dict[str, Any], step: int) -> None:
-        """Keeps ``metrics`` and hands them to the sink at ``step`` (an iteration)."""
+        metrics = strict_json.jsonable(metrics)
         self.latest.update(metrics)
-        if self.sink is not None:
+        if metrics and self.sink is not None:
             self.sink({**metrics, f'{self.stage}/iter': step})
 
 
@@ -193,9 +188,9 @@ def _run_trial(spec: TrialSpec, work_dir: Path, stage1_cache: Optional[Path],
         'time/stage1_s': round(stage1_seconds, 2),
         'time/stage2_s': round(stage2_seconds, 2),
     })
-    if _rank() == 0:
+    if get_rank() == 0:
         write_whole(result_file, strict_json.dumps(result, indent=2).encode())
-    _barrier()
+    barrier()
     return result
 
 
@@ -241,11 +236,11 @@ def check_work_dir(work_dir: Path, spec: TrialSpec) -> None:
 def _claim_work_dir(work_dir: Path, spec: TrialSpec) -> None:
     """Checks ``work_dir`` (see :func:`check_work_dir`) and records the spec there (rank 0)."""
     check_work_dir(work_dir, spec)
-    if _rank() == 0 and not (work_dir / SPEC_FILE).is_file():
+    if get_rank() == 0 and not (work_dir / SPEC_FILE).is_file():
         work_dir.mkdir(parents=True, exist_ok=True)
         write_whole(work_dir / SPEC_FILE,
                     strict_json.dumps(spec.resolved().to_dict(), indent=2).encode())
-    _barrier()
+    barrier()
 
 
 def _stage2_training_config(spec: TrialSpec, work_dir: Path, stage1_dir: Path) -> Config:
@@ -270,7 +265,7 @@ def _stage2_training_config(spec: TrialSpec, work_dir: Path, stage1_dir: Path) -
         cfg.model.backbone.init_cfg = dict(type='Pretrained', checkpoint=checkpoint,
                                            prefix='backbone.')
     cfg.work_dir = str(work_dir / 'stage2')
-    if _rank() == 0:
+    if get_rank() == 0:
         cfg.dump(str(work_dir / 'stage2_config.py'))
     return cfg
 
@@ -287,20 +282,21 @@ def _run_stage1_once(cfg: Config, stage1_dir: Path, report: Optional[Report]) ->
         if masks_written:
             # Interrupted after the masks were written: do not let PAMRHook run into them.
             cfg.custom_hooks = [h for h in cfg.custom_hooks if h['type'] != 'PAMRHook']
-        if _rank() == 0:
+        if get_rank() == 0:
             stage1_dir.mkdir(parents=True, exist_ok=True)
             cfg.dump(str(stage1_dir / 'stage1_config.py'))
         metrics = _run_stage(cfg, 'stage1', report)
         if masks_written:  # PAMRHook published these before the interruption
             metrics.update(json.loads(pseudo_metrics_file.read_text()))
-        if _rank() == 0:
+        if get_rank() == 0:
             write_whole(done_file, strict_json.dumps(metrics, indent=2).encode())
-        _barrier()
+        barrier()
     return {'metrics': metrics, 'reused': False}
 
 
 def _run_stage(cfg: Config, prefix: str, report: Optional[Report]) -> Dict[str, float]:
-    """Trains one MMEngine config (resuming from its work dir); returns its last val metrics."""
+    """Trains one MMEngine config (resuming from its work dir); returns the last value of each
+    metric it published (:class:`TrialMetricsBackend`), on every rank."""
     from mmengine.runner import Runner
 
     # Resumes from the newest checkpoint of the work dir that loads (a damaged one is named and
@@ -309,8 +305,8 @@ def _run_stage(cfg: Config, prefix: str, report: Optional[Report]) -> Dict[str, 
     cfg.resume = resume_from is not None
     if cfg.resume:
         cfg.load_from = resume_from
-    cfg.launcher = 'pytorch' if _distributed() else 'none'
-    if _distributed() and not torch.cuda.is_available():
+    cfg.launcher = 'pytorch' if is_distributed() else 'none'
+    if is_distributed() and not torch.cuda.is_available():
         # MMEngine's default DDP wrapper passes device_ids=[LOCAL_RANK], which CPU modules reject.
         cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None)
     # One channel for metrics: validation logs keep their ``val/`` prefix for the writer.
@@ -318,10 +314,12 @@ def _run_stage(cfg: Config, prefix: str, report: Optional[Report]) -> Dict[str, 
     cfg.visualizer.vis_backends = [*cfg.visualizer.get('vis_backends', []),
                                    dict(type='TrialMetricsBackend', stage=prefix)]
     runner = Runner.from_cfg(cfg)
-    writer = runner.visualizer.get_backend('TrialMetricsBackend')
-    writer.sink = report
-    if runner.rank != 0:
+    if runner.rank == 0:
+        writer = runner.visualizer.get_backend('TrialMetricsBackend')
+    else:  # the visualizer publishes on rank 0 only
+        writer = TrialMetricsBackend(cfg.work_dir, prefix)
         runner.register_hook(_ValidationReport(writer))
+    writer.sink = report
     runner.register_hook(RandomStateHook())  # a resumed stage ends as an uninterrupted one
     with trusted_checkpoint_loading():  # the checkpoints are this trial's own
         runner.train()
@@ -361,28 +359,28 @@ def _ensure_bundled_dataset(cfg: Config) -> None:
     if cfg.get('dataset_type') != 'SyntheticShapesDataset':
         return
     root = Path(cfg.data_root)
-    if _rank() == 0 and not root.exists():
+    if get_rank() == 0 and not root.exists():
         synthetic.ensure_dataset(root)
-    _barrier()
+    barrier()
     synthetic.check_dataset(root)
 
 
 @contextmanager
 def _exclusive(lock_path: Path) -> Iterator[None]:
     """A file lock held by rank 0 (other ranks wait at a barrier): one stage-1 run per hash."""
-    if _rank() != 0:
-        _barrier()
+    if get_rank() != 0:
+        barrier()
         yield
-        _barrier()
+        barrier()
         return
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, 'w') as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
-        _barrier()
+        barrier()
         try:
             yield
         finally:
-            _barrier()
+            barrier()
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
@@ -396,7 +394,7 @@ def _trial_lock(work_dir: Path, wait_s: float) -> Iterator[None]:
             still holds it after ``wait_s`` seconds.
     """
     handle, refusal = None, None
-    if _rank() == 0:
+    if get_rank() == 0:
         work_dir.mkdir(parents=True, exist_ok=True)
         handle = open(work_dir / TRIAL_LOCK, 'a+')
         deadline = time.monotonic() + wait_s
@@ -420,10 +418,9 @@ def _trial_lock(work_dir: Path, wait_s: float) -> Iterator[None]:
             handle.truncate()
             handle.write(f'process {os.getpid()} on {socket.gethostname()}\n')
             handle.flush()
-    if _distributed():
-        shared = [refusal]
-        dist.broadcast_object_list(shared, src=0)
-        refusal = shared[0]
+    shared = [refusal]
+    broadcast_object_list(shared)
+    refusal = shared[0]
     if refusal is not None:
         raise WorkDirLocked(refusal)
     try:
@@ -435,23 +432,10 @@ def _trial_lock(work_dir: Path, wait_s: float) -> Iterator[None]:
 
 def _for_this_machine(cfg: Config) -> Config:
     """``cfg`` with SyncBN turned into BN where there is no CUDA (SyncBN runs on GPUs only)."""
-    if not torch.cuda.is_available() and replace_sync_bn(cfg) and _rank() == 0:
+    if not torch.cuda.is_available() and replace_sync_bn(cfg) and get_rank() == 0:
         print_log('no CUDA here: SyncBN trains as BN (the statistics of each worker\'s batch)',
                   logger='current', level=logging.WARNING)
     return cfg
-
-
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized()
-
-
-def _rank() -> int:
-    return dist.get_rank() if _distributed() else 0
-
-
-def _barrier() -> None:
-    if _distributed():
-        dist.barrier()
 
 
 def load_spec(path: Optional[str], assignments: Sequence[str]) -> Tuple[TrialSpec, List[str]]:
