@@ -10,25 +10,23 @@ from mmseg.registry import MODELS
 
 @MODELS.register_module()
 class CAMHead(BaseModule):
-    """A 1x1 convolutional classifier applied at every position of a feature map.
+    """CAM head: a bias-free 1x1 conv classifier giving ``C + 1`` localization maps.
 
-    It produces ``C + 1`` localization maps ``M``: channel 0 is the background map and channels
-    ``1..C`` the class maps, so that ``argmax`` over channels reads directly as a PASCAL VOC label
-    (0 = background). The image-level logits are the global average of the class maps (the
-    background map takes no part in classification).
+    Channel 0 of the maps ``M`` is the background map and channels ``1..C`` the class maps, so
+    ``argmax`` over channels is a VOC label (0 = background). The image-level logits are the
+    spatial mean of the class maps; the background map takes no part in classification.
 
     Args:
-        in_channels: Channels of the backbone feature map the head reads.
-        num_classes: ``C``, the number of foreground classes (20 for PASCAL VOC).
-        in_index: Which backbone output to read (the last one by default).
-        dropout_ratio: Dropout before the classifier (EPS uses 0 on its ResNet-38).
-        align_corners: ``align_corners`` for every resize of the maps (read by mmseg's
-            ``EncoderDecoder``).
-        init_cfg: MMEngine initialisation config.
+        in_channels (int): Channels of the backbone feature map.
+        num_classes (int): Number of foreground classes ``C`` (20 for PASCAL VOC), >= 1.
+        in_index (int): Index of the backbone output to read. Default: -1.
+        dropout_ratio (float): Dropout ratio before the classifier (EPS: 0). Default: 0.0.
+        align_corners (bool): ``align_corners`` of every resize of the maps (read by
+            ``EncoderDecoder``). Default: False.
+        init_cfg (dict): Initialization config. Default: Normal(std=0.01) on ``Conv2d``.
 
-    Shapes:
-        ``forward(feats)`` with ``feats[in_index]`` of shape ``[B, in_channels, h, w]`` returns
-        ``(maps [B, C+1, h, w], logits [B, C])``; both are raw scores (no softmax / sigmoid).
+    Raises:
+        ValueError: If ``num_classes < 1``.
     """
 
     def __init__(self,
@@ -50,6 +48,16 @@ class CAMHead(BaseModule):
         self.classifier = nn.Conv2d(in_channels, num_classes + 1, kernel_size=1, bias=False)
 
     def forward(self, feats: Sequence[Tensor]) -> Tuple[Tensor, Tensor]:
+        """Forward function.
+
+        Args:
+            feats (Sequence[Tensor]): Backbone outputs; ``feats[in_index]`` is
+                ``[B, in_channels, h, w]``.
+
+        Returns:
+            tuple[Tensor, Tensor]: Raw maps ``[B, C+1, h, w]`` and logits ``[B, C]`` (no
+            softmax / sigmoid).
+        """
         maps = self.classifier(self.dropout(feats[self.in_index]))
         logits = maps[:, 1:].mean(dim=(2, 3))
         return maps, logits

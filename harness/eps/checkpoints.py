@@ -1,5 +1,5 @@
-"""MMEngine checkpoints that are written whole, survive a killed process, fall back past a
-damaged file, resume a run exactly and load under torch >= 2.6."""
+"""Crash-safe MMEngine checkpoints: written whole, resumed past a damaged file and with the
+random state, loadable under torch >= 2.6."""
 import errno
 import logging
 import os
@@ -23,8 +23,8 @@ CHECKPOINT_NAME = re.compile(r'^(?:iter|epoch)_(\d+)\.pth$')
 
 
 class DiskFullError(OSError):
-    """No room for a file on its disk; the message (one line) names the folder, the space the
-    file needs and the space there is. The file's previous version, if any, is kept."""
+    """No room for a file on its disk; the one-line message names the folder, the space needed
+    and the space free. The file's previous version, if any, is kept."""
 
 
 class DamagedCheckpointError(RuntimeError):
@@ -32,12 +32,18 @@ class DamagedCheckpointError(RuntimeError):
 
 
 def write_whole(path: Union[str, Path], data: bytes) -> None:
-    """Writes ``data`` to ``path`` whole or not at all: into ``.<name>.partial-<pid>`` next to
-    it, flushed to disk, then renamed over ``path``. A full disk or a killed process leaves the
-    previous ``path`` (or none), never a partial one.
+    """Writes ``data`` to ``path`` whole or not at all.
+
+    The data goes to ``.<name>.partial-<pid>`` next to ``path``, is flushed to disk and renamed
+    over ``path``: an error or a killed process leaves the previous ``path`` (or none), never a
+    partial one.
+
+    Args:
+        path (str | Path): Destination file.
+        data (bytes): Content.
 
     Raises:
-        DiskFullError: the disk (or the user's quota) is full.
+        DiskFullError: If the disk (or the user's quota) is full.
     """
     path = Path(path)
     partial = path.with_name(f'.{path.name}{PARTIAL_MARK}{os.getpid()}')
@@ -77,21 +83,20 @@ class WholeFileBackend(LocalBackend):
 
 @HOOKS.register_module()
 class CrashSafeCheckpointHook(CheckpointHook):
-    """MMEngine's ``CheckpointHook`` whose checkpoints are written whole and whose old
-    checkpoints are deleted only after the new one is saved.
+    """``CheckpointHook`` whose checkpoints are written whole and whose old checkpoints are
+    deleted only after the new one is saved.
 
-    - A local checkpoint (and ``last_checkpoint``) is written by :func:`write_whole`: a full
-      disk or a killed process leaves the previous checkpoints and no partial file under a
-      checkpoint's name; a full disk is a :class:`DiskFullError` naming the folder and the
-      space needed. Partial files that a killed process left are removed when training starts.
-    - With ``max_keep_ckpts`` set, MMEngine 0.10 deletes the oldest kept checkpoint *before* it
-      writes the new one and ``last_checkpoint``: a worker killed in between (a preempted node,
-      a Ray Train restart) leaves ``last_checkpoint`` naming a deleted file, and the run can no
-      longer resume. Here the new checkpoint and ``last_checkpoint`` are written first; the
-      checkpoints beyond ``max_keep_ckpts`` are deleted afterwards.
+    - Local checkpoints and ``last_checkpoint`` are written by :func:`write_whole`: a full disk
+      (:class:`DiskFullError`) or a killed process leaves the previous checkpoints and no
+      partial file under a checkpoint's name. Partial files left by a killed process are
+      removed in ``before_train``.
+    - With ``max_keep_ckpts``, the checkpoints beyond it are deleted after the new checkpoint
+      and ``last_checkpoint`` are written (MMEngine 0.10 deletes first, so a worker killed in
+      between leaves ``last_checkpoint`` naming a deleted file).
 
-    Arguments are those of ``CheckpointHook``; without ``backend_args`` (and a local
-    ``out_dir``) the checkpoints go through :class:`WholeFileBackend`.
+    Args:
+        *args, **kwargs: As ``CheckpointHook``. Without ``backend_args`` (and with a local
+            ``out_dir``) the checkpoints go through :class:`WholeFileBackend`.
     """
 
     def __init__(self, *args, **kwargs) -> None:
@@ -133,15 +138,20 @@ class CrashSafeCheckpointHook(CheckpointHook):
 
 
 def resumable_checkpoint(work_dir: Union[str, Path]) -> Optional[str]:
-    """The checkpoint a run in ``work_dir`` resumes from: the one ``last_checkpoint`` names if
-    it loads, else the newest ``iter_*.pth`` / ``epoch_*.pth`` there that loads (each damaged
-    one is named in a warning). None when there is no checkpoint.
+    """The checkpoint a run in ``work_dir`` resumes from.
 
-    Each candidate is loaded once to check it (on the CPU, unpickling in full: use it only on
-    checkpoints you trust, such as a trial's own).
+    That is the one ``last_checkpoint`` names if it loads, else the newest ``iter_*.pth`` /
+    ``epoch_*.pth`` that loads; each damaged one is named in a warning. Candidates are loaded on
+    the CPU with full unpickling: use only on trusted checkpoints, such as a trial's own.
+
+    Args:
+        work_dir (str | Path): The run's work dir.
+
+    Returns:
+        str | None: Path of the checkpoint, or None when there is none.
 
     Raises:
-        DamagedCheckpointError: there are checkpoints, and none loads.
+        DamagedCheckpointError: If there are checkpoints and none loads.
     """
     work_dir = Path(work_dir)
     candidates: List[Path] = []
@@ -182,16 +192,13 @@ def _load_failure(path: Path) -> Optional[str]:
 
 
 class RandomStateHook(Hook):
-    """Saves torch's random generator states with every checkpoint and restores them when a run
-    resumes from it: a resumed run then draws the random numbers (dropout masks) that the run
-    would have drawn had it never stopped, and ends with the same weights and metrics.
+    """Saves torch's random generator states with every checkpoint and restores them on resume,
+    so that a resumed run draws the random numbers (e.g. dropout masks) of an uninterrupted one.
 
-    MMEngine re-seeds a resumed run from its seed and replays the training data loader up to the
-    checkpoint's iteration, which replays the data pipeline's numpy draws; torch's generators,
-    though, start again from the seed. Saved in ``checkpoint['random_state']``: the CPU generator
-    and, with CUDA, every device's generator (rank 0's, which saves the checkpoints). Restored
-    before the first training iteration of a run resumed at the checkpoint's iteration (after
-    the replay); a checkpoint loaded to start a new run (``load_from``) is left alone.
+    MMEngine replays the data pipeline's draws on resume, but not torch's generators. Saved in
+    ``checkpoint['random_state']``: the CPU generator and, with CUDA, every device's generator
+    (rank 0's). Restored before the first training iteration of a run resumed at the
+    checkpoint's iteration; a checkpoint loaded by ``load_from`` is left alone.
     """
 
     def __init__(self) -> None:
@@ -217,13 +224,11 @@ class RandomStateHook(Hook):
 
 @contextmanager
 def trusted_checkpoint_loading() -> Iterator[None]:
-    """Lets MMEngine resume from / load checkpoints that this project's own runs wrote.
+    """Context in which MMEngine can load checkpoints that this project's runs wrote.
 
-    torch 2.6 made ``torch.load`` default to ``weights_only=True``; MMEngine 0.10 calls it without
-    the argument, and its checkpoints hold the message hub (``HistoryBuffer``, numpy arrays), so
-    every resume fails with "Weights only load failed". Within this context torch falls back to
-    full unpickling (``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``): use it only around loads of
-    checkpoints you trust, such as those of a trial's own work dir.
+    torch >= 2.6 loads with ``weights_only=True`` by default, which MMEngine 0.10 checkpoints
+    (holding the message hub) fail. Within this context ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``
+    makes torch unpickle in full: use it only around loads of trusted checkpoints.
     """
     previous = os.environ.get('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD')
     os.environ['TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'] = '1'

@@ -8,17 +8,15 @@ from mmseg.registry import MODELS
 
 @MODELS.register_module()
 class MultiLabelSoftMarginLoss(nn.Module):
-    """Sigmoid cross-entropy per class, averaged over classes and images.
+    """Multi-label soft-margin loss (per-class sigmoid cross-entropy) of EPS / EPS++.
 
-    ``L_cls = -1/(B*C) * sum_{b,i} [y_bi log s(z_bi) + (1 - y_bi) log(1 - s(z_bi))]``, the
-    multi-label soft-margin loss used by EPS / EPS++ (``s`` is the sigmoid).
+    ``L_cls = -1/(B*C) * sum_{b,i} [y_bi log s(z_bi) + (1 - y_bi) log(1 - s(z_bi))]``, with
+    ``s`` the sigmoid, ``z`` the logits and ``y`` the image-level labels.
 
     Args:
-        loss_weight: Factor on the loss.
-        loss_name: Key in the loss dict; starts with ``loss_`` so MMEngine back-propagates it.
-
-    Shapes:
-        ``forward(logits [B, C], labels [B, C])`` with labels in {0, 1}; returns a scalar.
+        loss_weight (float): Weight of the loss. Default: 1.0.
+        loss_name (str): Key of the loss in the loss dict; must start with ``loss_`` to be
+            back-propagated. Default: 'loss_cls'.
     """
 
     def __init__(self, loss_weight: float = 1.0, loss_name: str = 'loss_cls') -> None:
@@ -28,9 +26,22 @@ class MultiLabelSoftMarginLoss(nn.Module):
 
     @property
     def loss_name(self) -> str:
+        """str: Key of the loss in the loss dict."""
         return self._loss_name
 
     def forward(self, logits: Tensor, labels: Tensor) -> Tensor:
+        """Forward function.
+
+        Args:
+            logits (Tensor): Image-level logits ``[B, C]``.
+            labels (Tensor): Image-level labels ``[B, C]`` in {0, 1}.
+
+        Returns:
+            Tensor: Scalar loss.
+
+        Raises:
+            ValueError: If ``logits`` and ``labels`` differ in shape.
+        """
         if logits.shape != labels.shape:
             raise ValueError(f'{type(self).__name__}: logits {tuple(logits.shape)} and labels '
                              f'{tuple(labels.shape)} must have the same shape [B, C]')

@@ -1,10 +1,7 @@
 """Fully-connected CRF refinement of pseudo-masks (Krähenbühl & Koltun, NeurIPS 2011).
 
-WSSS code since PSA (Ahn & Kwak, CVPR 2018; EPS's ``util/imutils.py`` is its copy) refines the
-class scores of a localization network with a dense CRF whose pairwise terms pull pixels of
-similar position and colour towards one label. The inference is ``pydensecrf2`` (a maintained
-build of Krähenbühl's C++ code, ``import pydensecrf``); this module adds the unary from class
-scores, the restriction to the image's classes and argument checks.
+As in PSA (Ahn & Kwak, CVPR 2018) and EPS's ``util/imutils.py``; inference by ``pydensecrf2``
+(``import pydensecrf``).
 """
 from numbers import Integral, Real
 from typing import Optional
@@ -18,32 +15,31 @@ from mmseg.registry import MODELS
 class DenseCRF:
     """Mean-field inference of a fully-connected CRF over ``K`` class scores of one image.
 
-    Energy ``E(x) = sum_i U_i(x_i) + sum_{i<j} mu(x_i, x_j) k(f_i, f_j)`` with the Potts
-    compatibility scaled by each kernel's weight and two Gaussian kernels (positions ``p`` in
-    pixels, colours ``I`` in 0..255):
+    ``E(x) = sum_i U_i(x_i) + sum_{i<j} mu(x_i, x_j) k(f_i, f_j)`` with Potts compatibility and
+    two Gaussian kernels (positions ``p`` in pixels, colours ``I`` in 0..255):
 
     - smoothness: ``gaussian_compat * exp(-|p_i - p_j|^2 / (2 gaussian_sxy^2))``;
     - appearance: ``bilateral_compat * exp(-|p_i - p_j|^2 / (2 bilateral_sxy^2)
       - |I_i - I_j|^2 / (2 bilateral_srgb^2))``.
 
-    The unary is ``U_i(k) = -log(max(s_ik, min_score))`` of the class scores ``s`` (softmax
-    probabilities, or the CAM rule's max-normalised maps and constant background: only the
-    ratios of a pixel's scores matter, so they need not sum to 1). A class whose score is 0 at
-    every pixel (absent from the image) takes no part and keeps 0: the CRF never introduces it,
-    and its cost grows with the image's classes, not all ``K``. Defaults are PSA's (and EPS's
-    ``crf_inference``): 10 iterations, smoothness 3 px / weight 3, appearance 80 px, 13 colour
-    levels, weight 10. The DeepLab setting that EPS quotes for its comparisons is
-    ``gaussian_sxy=1, gaussian_compat=3, bilateral_sxy=67, bilateral_srgb=3,
-    bilateral_compat=4``.
+    The unary is ``U_i(k) = -log(max(s_ik, min_score))`` of the class scores ``s``; only the
+    ratios of a pixel's scores matter, so they need not sum to 1. A class whose score is 0 at
+    every pixel takes no part and stays 0. Defaults are PSA's and EPS's ``crf_inference``
+    (DeepLab's: ``gaussian_sxy=1, gaussian_compat=3, bilateral_sxy=67, bilateral_srgb=3,
+    bilateral_compat=4``).
 
     Args:
-        num_iter: Mean-field iterations, >= 1.
-        gaussian_sxy: Smoothness kernel width, pixels, > 0.
-        gaussian_compat: Smoothness kernel weight, >= 0.
-        bilateral_sxy: Appearance kernel spatial width, pixels, > 0.
-        bilateral_srgb: Appearance kernel colour width, intensity levels (0..255), > 0.
-        bilateral_compat: Appearance kernel weight, >= 0.
-        min_score: Scores are clipped from below to this before the log, in (0, 1).
+        num_iter (int): Mean-field iterations, >= 1. Default: 10.
+        gaussian_sxy (float): Smoothness kernel width in pixels, > 0. Default: 3.0.
+        gaussian_compat (float): Smoothness kernel weight, >= 0. Default: 3.0.
+        bilateral_sxy (float): Appearance kernel spatial width in pixels, > 0. Default: 80.0.
+        bilateral_srgb (float): Appearance kernel colour width in intensity levels (0..255),
+            > 0. Default: 13.0.
+        bilateral_compat (float): Appearance kernel weight, >= 0. Default: 10.0.
+        min_score (float): Lower clip of the scores before the log, in (0, 1). Default: 1e-5.
+
+    Raises:
+        ValueError: If an argument is outside its range.
     """
 
     def __init__(self,
@@ -82,12 +78,17 @@ class DenseCRF:
         """Refines the class scores of one image.
 
         Args:
-            image: ``uint8 [H, W, 3]`` colour image (RGB or BGR: the colour distance is the same).
-            scores: ``[K, H, W]`` non-negative class scores; 0 everywhere for an absent class.
+            image (np.ndarray): Colour image, uint8 ``[H, W, 3]`` (RGB or BGR alike).
+            scores (np.ndarray): Non-negative class scores ``[K, H, W]``; 0 everywhere for an
+                absent class.
 
         Returns:
-            ``float32 [K, H, W]`` marginals: a probability distribution over the present classes
-            at each pixel, 0 for the absent ones.
+            np.ndarray: Marginals, float32 ``[K, H, W]``: a distribution over the present
+            classes at each pixel, 0 for the absent ones.
+
+        Raises:
+            ValueError: If ``image`` or ``scores`` has the wrong dtype or shape, or ``scores``
+                is not finite and non-negative.
         """
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f'DenseCRF: image must be uint8 [H, W, 3], got {image.dtype} '
@@ -104,8 +105,7 @@ class DenseCRF:
             marginals[present] = 1.0
             return marginals
         unary = -np.log(np.maximum(scores[present], self.min_score)).astype(np.float32)
-        # Imported here: registering the component (importing harness.eps) needs no compiled
-        # CRF, so GPU nodes and tools that never refine with a CRF do without pydensecrf.
+        # Imported here: importing harness.eps must not need the compiled CRF.
         import pydensecrf.densecrf as dcrf
 
         crf = dcrf.DenseCRF2D(width, height, len(present))

@@ -55,9 +55,17 @@ COCO_CLASSES = (
 
 
 def read_class_labels_from_mask(mask_path: str, num_classes: int) -> np.ndarray:
-    """Image-level labels ``float32 [C]`` of the classes present in a mask (0 = bg, 255 = ignore).
+    """Image-level labels of the classes present in a mask.
 
-    Raises ``ValueError`` naming the file if the mask holds an index outside ``0..C`` and 255.
+    Args:
+        mask_path (str): Label PNG of class indices (0 background, 255 ignore).
+        num_classes (int): Number of foreground classes ``C``.
+
+    Returns:
+        np.ndarray: float32 ``[C]`` in {0, 1}.
+
+    Raises:
+        ValueError: If the mask holds an index outside ``0..C`` and 255 (naming the file).
     """
     values = np.unique(np.asarray(Image.open(mask_path)))
     unknown = [int(v) for v in values if v > num_classes and v != 255]
@@ -74,7 +82,7 @@ def read_class_labels_from_mask(mask_path: str, num_classes: int) -> np.ndarray:
 class WSSSVOCDataset(BaseSegDataset):
     """PASCAL VOC 2012 for weak supervision: images, image-level labels, saliency, masks.
 
-    Layout (all folders relative to ``data_root``, as in the EPS code)::
+    Layout (relative to ``data_root``, as in the EPS code)::
 
         JPEGImages/<id>.jpg                 data_prefix['img_path']
         SegmentationClassAug/<id>.png       data_prefix['seg_map_path']   (optional)
@@ -84,18 +92,26 @@ class WSSSVOCDataset(BaseSegDataset):
         ImageSets/Segmentation/<split>.txt  ann_file, one id per line
         cls_labels.npy                      labels_file (optional)
 
-    A folder is used only if its key is in ``data_prefix``: a stage-1 training set names
-    ``saliency_path`` and may omit the masks, a validation set names ``seg_map_path``.
-    Image-level labels (``class_labels``, float ``[C]`` over the foreground classes) come from
-    ``labels_file`` (``np.save`` of ``{id: [C] array}``, the format common WSSS code uses) or, when
-    it is not given, from the masks. Every file is checked when the dataset is built, so a missing
-    one is reported before training starts.
+    A folder is used only if its key is in ``data_prefix``. Each sample gets ``img_id``, the
+    paths, and ``class_labels`` (float32 ``[C]``, foreground classes) from ``labels_file``
+    (``np.save`` of ``{id: [C] array}``, as WSSS code) or else from the masks. Every file is
+    checked when the dataset is built.
 
     Args:
-        labels_file: Path of the ``cls_labels.npy`` file, relative to ``data_root``.
-        saliency_suffix: Suffix of the saliency maps.
+        labels_file (str, optional): ``cls_labels.npy``, relative to ``data_root`` unless
+            absolute. Default: None (labels from the masks).
+        saliency_suffix (str): Suffix of the saliency maps. Default: '.png'.
+        img_suffix (str): Suffix of the images. Default: '.jpg'.
+        seg_map_suffix (str): Suffix of the masks. Default: '.png'.
         **kwargs: ``BaseSegDataset`` arguments (``ann_file``, ``data_root``, ``data_prefix``,
             ``pipeline``, ...).
+
+    Raises:
+        FileNotFoundError: If the split file, a folder, a sample's file or ``labels_file`` is
+            missing.
+        KeyError: If an image has no entry in ``labels_file``.
+        ValueError: If an image's labels have the wrong shape or cannot be found, or a mask
+            holds an unknown class index.
     """
 
     METAINFO = PascalVOCDataset.METAINFO
@@ -109,8 +125,7 @@ class WSSSVOCDataset(BaseSegDataset):
 
     @property
     def num_foreground_classes(self) -> int:
-        # ``metainfo`` returns a deep copy of the classes and palette: read the dataset's own
-        # (it was 70% of building a 10,582-image VOC split, called once per image).
+        # ``metainfo`` returns a deep copy (slow, called once per image): read the dataset's own.
         return len(self._metainfo['classes']) - 1
 
     def load_data_list(self) -> List[dict]:

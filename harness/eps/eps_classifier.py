@@ -15,53 +15,42 @@ from mmseg.utils import ConfigType, OptConfigType, SampleList
 
 @MODELS.register_module()
 class EPSClassifier(EncoderDecoder):
-    """Backbone + :class:`CAMHead`, trained with ``L_cls + L_sal`` on image labels and saliency.
+    """EPS / EPS++ stage-1 network: backbone + :class:`CAMHead`, trained with ``L_cls + L_sal``.
 
-    Training (``loss``): ``L_cls`` compares the image-level logits with the labels; ``L_sal``
-    (:class:`EPSLoss`, :class:`IRDLoss`, or ``None`` for a CAM-only baseline) compares the
-    localization maps with the saliency map.
+    Training (``loss``): ``L_cls`` on the image-level logits and labels; ``L_sal``
+    (:class:`EPSLoss`, :class:`IRDLoss`, or none for a CAM-only baseline) on the maps and the
+    saliency map. Returns ``{loss_cls.loss_name: L_cls, loss_sal.loss_name: L_sal}``.
 
-    Inference (``predict``) turns the maps into pseudo-masks that mmseg's ``IoUMetric`` can score:
+    Inference (``predict``) turns the maps into pseudo-masks:
 
-    0. test-time augmentation (``test_cfg['scales']``, ``test_cfg['flip']``): the network runs
-       on the input resized by each scale factor, and on its horizontal mirror when ``flip``;
-       each pass's raw maps are resized to the size of the largest scale's maps (mirrored
-       back), and the maps and the image-level logits are averaged over the passes. The average
-       is taken *before* the background rule of step 1, which is then applied once: the rule
-       is non-linear (softmax over the image's classes, or max-normalisation), and the EPS code
-       (``infer.py``, scales 0.5, 1, 1.5, 2 and their flips) likewise sums its passes' maps and
-       max-normalises the sum once. Averaging the rule's scores instead would normalise every
-       pass on its own: a class that one pass barely detects would be stretched to full
-       strength there. (EPS's own network sums per-pass softmax probabilities over all C+1
-       channels before its threshold; this project's learned-background rule is the softmax
-       over the image's classes, so the quantity averaged here is the maps it is applied to.)
-       Defaults ``scales=(1.0,)``, ``flip=False``: one pass, at the network's own resolution.
-    1. class scores ``[B, C+1, h, w]`` at the averaged maps' resolution, for the classes of the
-       image only (``class_labels`` in the image metas; without them, the classes the
-       classifier predicts with probability > 0.5);
-       background rule, ``test_cfg['bg_threshold']``:
-
-       - ``None`` (EPS / EPS++): the learned background map; softmax over the background and
-         the present classes.
-       - a float ``t`` (the usual rule for CAM-only training, where the background map is never
-         trained): ``relu(M_i) / max relu(M_i)`` for each present class, ``t`` for background.
-    2. resized to the input size (the rule comes before this upsampling, as in EPS's passes:
-       on the bundled data, upsampling the logits first lowered the pseudo-mask mIoU from 63.6
-       to 60.5 on train and from 66.2 to 61.6 on val); refined by PAMR (``test_cfg['pamr']``, a
-       :class:`PAMR` config; ``None`` skips it), then by a fully-connected CRF
-       (``test_cfg['crf']``, a :class:`DenseCRF` config; ``None``, the default, or an empty
-       dict skips it) on each image without its padding;
-    3. ``argmax`` over the ``C + 1`` channels (0 = background), after undoing padding and
-       resizing to the original image size.
+    0. Test-time augmentation: the raw maps and logits of each scale in ``scales`` (and its
+       mirror with ``flip``) are resized to the largest scale's maps and averaged; the
+       background rule below is applied once, to the average (as the EPS ``infer.py``).
+    1. Class scores ``[B, C+1, h, w]`` for the image's classes only (``class_labels`` of the
+       metas; without them, the classes with predicted probability > 0.5), absent classes 0.
+       ``bg_threshold=None`` (EPS / EPS++): softmax over the learned background and the present
+       classes. A float ``t`` (CAM-only training): ``relu(M_i) / max relu(M_i)`` per present
+       class, ``t`` for background.
+    2. Bilinear resize to the input size, then refinement by PAMR and by a dense CRF (on each
+       image without its padding), where configured.
+    3. ``argmax`` over the ``C + 1`` channels (0 = background) at the original image size.
 
     Args:
-        backbone: Any mmseg backbone config (the paper uses ResNet-38; ResNetV1c works).
-        decode_head: A :class:`CAMHead` config.
-        loss_cls: Classification loss config (:class:`MultiLabelSoftMarginLoss`).
-        loss_sal: Saliency loss config, or ``None`` for classification only.
-        test_cfg: ``mode`` ('whole' or 'slide', as mmseg), ``scales`` (positive factors),
-            ``flip`` (bool), ``bg_threshold``, ``pamr``, ``crf``.
-        neck, train_cfg, data_preprocessor, pretrained, init_cfg: as ``EncoderDecoder``.
+        backbone (dict): Backbone config (the paper uses ResNet-38).
+        decode_head (dict): :class:`CAMHead` config.
+        loss_cls (dict): Classification loss config.
+            Default: ``dict(type='MultiLabelSoftMarginLoss')``.
+        loss_sal (dict | None): Saliency loss config, or None for classification only.
+            Default: ``dict(type='IRDLoss')``.
+        test_cfg (dict): ``mode`` ('whole' or 'slide'); ``scales`` (positive resize factors,
+            default (1.0,)); ``flip`` (bool, default False); ``bg_threshold`` (None or float,
+            default None); ``pamr`` (:class:`PAMR` config, None skips it); ``crf``
+            (:class:`DenseCRF` config, None or {} skips it, default None).
+        neck, train_cfg, data_preprocessor, pretrained, init_cfg: As ``EncoderDecoder``.
+
+    Raises:
+        ValueError: If ``test_cfg.scales`` is not a non-empty sequence of positive numbers.
+        TypeError: If ``test_cfg.flip`` is not a bool.
     """
 
     def __init__(self,
@@ -95,6 +84,12 @@ class EPSClassifier(EncoderDecoder):
         self.crf = MODELS.build(test_cfg['crf']) if test_cfg.get('crf') else None
 
     def loss(self, inputs: Tensor, data_samples: SampleList) -> dict:
+        """Losses of a batch ``[B, 3, H, W]`` whose samples carry ``class_labels`` and, with a
+        saliency loss, ``gt_saliency``.
+
+        Raises:
+            KeyError: If a saliency loss is configured and a sample has no ``gt_saliency``.
+        """
         maps, logits = self.decode_head(self.extract_feat(inputs))
         labels = _stack_class_labels([s.metainfo for s in data_samples], logits)
         losses = {self.loss_cls.loss_name: self.loss_cls(logits, labels)}
@@ -104,7 +99,7 @@ class EPSClassifier(EncoderDecoder):
         return losses
 
     def encode_decode(self, inputs: Tensor, batch_img_metas: List[dict]) -> Tensor:
-        """Pseudo-mask scores ``[B, C+1, H, W]`` at the input size (see the class docstring)."""
+        """Pseudo-mask scores ``[B, C+1, H, W]`` at the input size (steps 0-2 above)."""
         maps, logits = self.averaged_maps(inputs)
         if all('class_labels' in meta for meta in batch_img_metas):
             labels = _stack_class_labels(batch_img_metas, logits)

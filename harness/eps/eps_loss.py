@@ -9,32 +9,25 @@ from .saliency_loss import SaliencyLoss, float32_loss
 
 @MODELS.register_module()
 class EPSLoss(SaliencyLoss):
-    """Explicit pseudo-pixel supervision: the localization maps must explain the saliency map.
+    """EPS saliency loss: the localization maps must explain the saliency map ``M_s``.
 
-    For every present class ``i`` the overlap ratio with the saliency map is
-    ``O_i = |B(M_i) & B(M_s)| / |B(M_i)|`` (``B`` rounds at 0.5). A present class with
-    ``O_i > tau`` counts as foreground, any other present class as background (this is how EPS
-    copes with classes the saliency detector misses). With ``M_fg`` the sum of foreground maps and
-    ``M_bg`` the sum of the background map and the background-counted class maps, the estimated
-    saliency is ``lam * M_fg + (1 - lam) * (1 - M_bg)`` and the loss is its mean squared error to
-    the saliency map ``M_s``, at the resolution of the maps (``M_s`` is resized to it as
-    ``resize`` says; the EPS code resizes ``'nearest'``).
-
-    The overlap ratio's denominator is ``|B(M_i)| + 1e-4``. The EPS code adds the ``1e-4`` to
-    every pixel before summing, ``|B(M_i)| + 1e-4 h w`` (0.31 for 56x56 maps): its ratio is a
-    little lower, which changes the foreground / background decision only for a class whose
-    ratio lies within about ``1e-4 h w / |B(M_i)|`` above ``tau`` (a class covering a few
-    pixels). A class with an empty ``B(M_i)`` has ratio 0 in both.
+    With ``B`` rounding at 0.5, each present class ``i`` has the overlap ratio
+    ``O_i = |B(M_i) & B(M_s)| / (|B(M_i)| + 1e-4)`` (the EPS code adds the ``1e-4`` per pixel);
+    it counts as foreground if ``O_i > tau``, else as background (a class the detector missed).
+    With ``M_fg`` the sum of the foreground maps and ``M_bg`` the background map plus the
+    background-counted class maps, ``L_sal = MSE(lam * M_fg + (1 - lam) * (1 - M_bg), M_s)``
+    at the resolution of the maps. No gradient flows through the foreground/background split.
 
     Args:
-        tau: Overlap-ratio threshold (0.4 in EPS).
-        lam: Mixing weight ``lambda`` of foreground and background terms (0.5 in EPS).
-        resize: ``'nearest'`` or ``'bilinear'``: how ``M_s`` is resized to the maps (see
-            :class:`SaliencyLoss`).
-        loss_weight: Factor on the loss.
-        loss_name: Key in the loss dict.
+        tau (float): Overlap-ratio threshold, in [0, 1]. Default: 0.4 (EPS).
+        lam (float): Weight ``lambda`` of the foreground term, in [0, 1]. Default: 0.5 (EPS).
+        resize (str): How ``M_s`` is resized to the maps, see :class:`SaliencyLoss`.
+            Default: 'nearest' (EPS).
+        loss_weight (float): Weight of the loss. Default: 1.0.
+        loss_name (str): Key of the loss in the loss dict. Default: 'loss_sal'.
 
-    Shapes: as :class:`SaliencyLoss`; ``images`` is not used.
+    Raises:
+        ValueError: If ``tau`` or ``lam`` is outside [0, 1].
     """
 
     def __init__(self, tau: float = 0.4, lam: float = 0.5, resize: str = 'nearest',
@@ -48,6 +41,11 @@ class EPSLoss(SaliencyLoss):
     @float32_loss
     def forward(self, maps: Tensor, saliency: Tensor, labels: Tensor,
                 images: Tensor = None) -> Tensor:
+        """Forward function; arguments as :class:`SaliencyLoss`, ``images`` unused.
+
+        Returns:
+            Tensor: Scalar loss, float32.
+        """
         probs, saliency = self.probabilities_and_saliency(maps, saliency, labels)
         class_probs = probs[:, 1:]
         with torch.no_grad():

@@ -1,23 +1,10 @@
-"""How well IRD's dropped region finds the saliency map's errors, measured against ground truth.
+"""How well IRD's dropped region ``N`` finds the saliency map's errors, against ground truth.
 
-EPS++'s Inconsistent Region Drop exists to drop the pixels where the saliency map is wrong. Where
-ground-truth masks exist, the saliency errors are known: ``E = B(M_s) xor F`` with ``F`` the
-ground-truth foreground (``0 < mask < 255``). The dropped region is ``N = B(M_r) xor B(M_s)``
-(:meth:`IRDLoss.inconsistent_region`). Per image and in total:
-
-- precision ``|N & E| / |N|``: how much of what IRD drops is a saliency error;
-- recall ``|N & E| / |E|``: how much of the saliency errors IRD drops;
-- where the bundled data knows the kind of each injected error (``SaliencyErrors/``: missing
-  class, missing object, false object coverage), the share of ``N`` on each kind
-  ``|N & K| / |N|`` and the recall of each kind ``|N & K| / |K|``. ``N`` outside every injected
-  region (detector blur and noise, or a correct saliency pixel dropped) is the share ``other``.
-
-Pixels marked 255 (ignore) count nowhere. Ratios with an empty denominator are None.
-
-:class:`IRDDiagnosticsHook` measures these on a split (un-augmented images) every ``interval``
-training iterations after IRD's warm-up and after training, logs ``ird/precision``,
-``ird/recall`` and ``ird/share.<kind>`` / ``ird/recall.<kind>`` with the iteration as step, and
-writes the per-image figures and the dropped regions next to the pseudo-masks.
+Errors ``E = B(M_s) XOR F`` with ``F`` the ground-truth foreground (``0 < mask < 255``);
+``N = B(M_r) XOR B(M_s)`` (:meth:`IRDLoss.inconsistent_region`). Precision ``|N & E| / |N|``,
+recall ``|N & E| / |E|`` and, for the error kinds ``K`` the bundled data injects
+(``SaliencyErrors/``), share ``|N & K| / |N|`` (``other``: ``N`` outside every kind) and recall
+``|N & K| / |K|``. Pixels marked 255 count nowhere; a ratio with an empty denominator is None.
 """
 import json
 import math
@@ -51,14 +38,15 @@ def error_counts(dropped: Tensor, salient: Tensor, mask: Tensor,
     """Pixel counts of one image.
 
     Args:
-        dropped: ``N``, bool ``[H, W]``.
-        salient: ``B(M_s)``, bool ``[H, W]``.
-        mask: ground truth ``[H, W]``, class indices (0 background, 255 ignore).
-        error_kinds: ``[H, W]`` values of :data:`ERROR_KIND_VALUES` (0 none), or None.
+        dropped (Tensor): ``N``, bool ``[H, W]``.
+        salient (Tensor): ``B(M_s)``, bool ``[H, W]``.
+        mask (Tensor): Ground-truth class indices ``[H, W]`` (0 background, 255 ignore).
+        error_kinds (Tensor, optional): Values of :data:`ERROR_KIND_VALUES` ``[H, W]`` (0 none).
 
     Returns:
-        ``dropped`` ``|N|``, ``errors`` ``|E|``, ``dropped_errors`` ``|N & E|`` and, with
-        ``error_kinds``, ``kind.<kind>`` ``|K|`` and ``dropped.<kind>`` ``|N & K|`` per kind.
+        dict[str, int]: ``dropped`` ``|N|``, ``errors`` ``|E|``, ``dropped_errors``
+        ``|N & E|`` and, with ``error_kinds``, ``kind.<kind>`` ``|K|`` and ``dropped.<kind>``
+        ``|N & K|``.
     """
     valid = mask != IGNORE_INDEX
     dropped = dropped & valid
@@ -74,8 +62,9 @@ def error_counts(dropped: Tensor, salient: Tensor, mask: Tensor,
 
 
 def summarise(counts: Mapping[str, int]) -> Dict[str, Optional[float]]:
-    """Ratios (percent) of :func:`error_counts` (or their sum over images): ``precision``,
-    ``recall``, and with kinds ``share.<kind>``, ``share.other``, ``recall.<kind>``."""
+    """Ratios in percent (2 decimals; None for an empty denominator) of :func:`error_counts` or
+    their :func:`total`: ``precision``, ``recall`` and, with kinds, ``share.<kind>``,
+    ``share.other``, ``recall.<kind>``."""
     def ratio(numerator: int, denominator: int) -> Optional[float]:
         return round(100.0 * numerator / denominator, 2) if denominator else None
 
@@ -105,21 +94,24 @@ def total(per_image: Sequence[Mapping[str, int]]) -> Dict[str, int]:
 class IRDDiagnosticsHook(Hook):
     """Measures IRD's dropped region against the saliency errors (see the module docstring).
 
-    Every ``interval`` iterations once the loss's warm-up is over (dropping nothing, IRD has no
-    precision), and after training, the model (rank 0, eval mode) runs on ``dataloader`` and
-    :meth:`IRDLoss.inconsistent_region` gives ``N`` per image. The totals are logged as
-    ``ird/<ratio>`` (percent; NaN for no value) with the iteration as step; after
-    training, ``<work_dir>/<out_dir>.json`` holds the totals and every image's counts and ratios,
-    and ``<work_dir>/<out_dir>/<img_id>.png`` every image's ``N`` (0/255).
+    Every ``interval`` iterations after the loss's warm-up, and after training, rank 0 runs the
+    model in eval mode on ``dataloader`` and logs the totals as ``ird/<ratio>`` (percent; NaN for
+    None) with the iteration as step. After training it writes ``<work_dir>/<out_dir>.json``
+    (totals, and every image's counts and ratios) and ``<work_dir>/<out_dir>/<img_id>.png``
+    (``N`` as 0/255).
 
     Args:
-        dataloader: Dataloader config of a split with images, saliency, masks and image labels
-            (optionally ``saliency_errors_path``), with an un-augmented pipeline ending in
-            ``PackWSSSInputs`` (``LoadAnnotations``, ``LoadSaliencyMap``, optionally
-            ``LoadSaliencyErrors``). Rank 0 builds it and reads every image in order, with the
-            config's batch size, ``num_workers`` and ``pin_memory`` (workers never persistent).
-        interval: Iterations between measurements during training (0: after training only).
-        out_dir: Name of the per-image output under the work dir.
+        dataloader (dict): Dataloader config of a split with images, saliency, masks and image
+            labels, and an un-augmented pipeline ending in ``PackWSSSInputs`` (optionally with
+            ``LoadSaliencyErrors``). Rank 0 reads every image in order (workers not persistent).
+        interval (int): Iterations between measurements, >= 0 (0: after training only).
+            Default: 0.
+        out_dir (str): Name of the outputs under the work dir. Default: 'ird_diagnostics'.
+
+    Raises:
+        ValueError: If ``interval`` is not an integer >= 0.
+        TypeError: In ``before_train``, if the model's ``loss_sal`` is not an
+            :class:`IRDLoss`.
     """
 
     priority = 'LOW'
@@ -185,9 +177,17 @@ class IRDDiagnosticsHook(Hook):
 
 
 def measure(model: torch.nn.Module, dataloader: Any) -> Dict[str, Dict[str, Any]]:
-    """``N`` and the counts of every image of ``dataloader`` for an :class:`EPSClassifier` with
-    an :class:`IRDLoss`: ``{img_id: {'counts': error_counts(...), 'dropped_region': uint8 [H, W]
-    (0 kept, 255 dropped)}}``. Images are compared at their un-padded size."""
+    """``N`` and the counts of every image of ``dataloader``, at its un-padded size.
+
+    Args:
+        model (nn.Module): :class:`EPSClassifier` with an :class:`IRDLoss`.
+        dataloader: Loader of packed samples with ``gt_saliency``, ``gt_sem_seg`` and
+            ``class_labels``.
+
+    Returns:
+        dict: ``{img_id: {'counts': error_counts(...), 'dropped_region': uint8 [H, W]}}``,
+        the region 0 kept, 255 dropped.
+    """
     loss: IRDLoss = model.loss_sal
     results: Dict[str, Dict[str, Any]] = {}
     with torch.no_grad():
@@ -215,9 +215,8 @@ def _every_image_in_order(built: torch.utils.data.DataLoader) -> torch.utils.dat
     """A loader of every image of ``built``'s dataset, in order, with its batch size, collate
     function, workers and pinned memory.
 
-    Rank 0 measures alone: the built sampler would give it only its share of a distributed run's
-    images. The workers are never persistent: each measurement's pass ends its own, which the
-    trial's shutdown of the loops' loaders would not reach.
+    Rank 0 measures alone (a distributed sampler would give it only its share); workers are not
+    persistent, so each pass ends its own.
     """
     return torch.utils.data.DataLoader(
         built.dataset, batch_size=built.batch_size, collate_fn=built.collate_fn,

@@ -15,54 +15,35 @@ REFINED_MAPS = ('cam', 'softmax')
 
 @MODELS.register_module()
 class IRDLoss(SaliencyLoss):
-    """Saliency loss that drops the pixels where saliency and the refined prediction disagree.
+    """EPS++ IRD loss: saliency MSE that drops the inconsistent region ``N``.
 
-    ``M_fg = sum_i y_i M_i`` is the foreground map (softmax maps of the present classes),
-    ``M_r = PAMR(image, M_fg)`` its refinement by pixel-adaptive mask refinement (no gradient
-    flows through it), ``N = B(M_r) xor B(M_s)`` the inconsistent region, ``B`` thresholding at
-    ``threshold``. Per image,
-    ``L = sum_p (1 - N_p) (M_s,p - M_fg,p)^2 / sum_p (1 - N_p)``, averaged over the batch. An image
-    whose pixels are all inconsistent contributes 0 (the denominator is clamped at 1).
+    ``M_fg = sum_i y_i M_i`` (softmax maps of the present classes), ``M_r`` the PAMR
+    refinement of a foreground map (``refine``; no gradient), ``N = B(M_r) XOR B(M_s)`` with
+    ``B`` thresholding at ``threshold``. Per image,
+    ``L_sal = 1/|1-N| * sum_p (1-N_p) (M_s,p - M_fg,p)^2`` (0 if every pixel is in ``N``),
+    averaged over the batch. Everything is computed at the input image's resolution: the
+    probabilities are upsampled to it bilinearly (``align_corners=False``) before PAMR, so
+    ``M_fg``, ``M_r`` and ``M_s`` share one pixel grid; ``M_s`` is resized as ``resize`` says.
 
-    The loss is computed at the resolution of the input image: the probabilities are upsampled
-    to it (bilinear) and PAMR's affinities come from the image itself. (Refining at the
-    resolution of the maps, as the reference PAMR code does at output stride 4, erased the small
-    objects of 64-pixel images at output stride 8, whose maps are 8x8.) ``M_fg``, ``M_r`` and
-    ``M_s`` lie on one pixel grid: the probabilities and the map that PAMR refines are upsampled
-    to the image bilinearly with ``align_corners=False`` (mmseg's convention) before anything
-    else (PAMR's own upsampling, ``align_corners=True``, would shift ``M_r`` by up to half a map
-    cell against ``M_fg`` and ``M_s``, and ``N`` would mark a band along every edge). A saliency
-    map of another size than the image is resized as ``resize`` says.
-
-    Warm-up: at initialisation the softmax gives every present class about ``1 / (C + 1)``, so
-    ``B(M_r)`` is 0 everywhere, every salient pixel counts as inconsistent and is dropped, and
-    only background pixels are supervised: trained from scratch, the network then settles on
-    "background everywhere" (on the bundled data: docs/method.md). For the first
-    ``warmup_iters`` training iterations nothing is dropped (``N = 0``, a plain saliency MSE on
-    ``M_fg``); the iteration is read from MMEngine's ``MessageHub`` (outside a runner, the loss
-    is always the paper's).
-
-    Which foreground map PAMR refines into ``M_r`` (``refine``):
-
-    - ``'softmax'``: ``M_fg`` itself, the literal reading of the formula.
-    - ``'cam'``: the class activation maps of the present classes, each max-normalised
-      (``relu(M_i) / max relu(M_i)``, the usual WSSS localization map), their pixel-wise max.
-      They follow the classification evidence and not the background channel, so the second
-      opinion that decides which saliency pixels to drop cannot drift with the network's own
-      background. On the bundled data, trained from scratch, ``'softmax'`` let the background
-      channel take over most classes' objects (docs/method.md has both choices' figures).
+    For the first ``warmup_iters`` training iterations (read from MMEngine's ``MessageHub``)
+    ``N = 0``: at initialisation ``B(M_r)`` is empty, so every salient pixel would be dropped.
+    Outside a training loop the loss is always the paper's.
 
     Args:
-        threshold: Binarisation threshold of ``B`` (0.5 in the paper; swept by the harness).
-        pamr: Config of the :class:`PAMR` module that yields ``M_r``.
-        refine: ``'cam'`` or ``'softmax'``: the foreground map that PAMR refines (see above).
-        warmup_iters: Iterations before inconsistent regions are dropped (0: from the start).
-        resize: ``'nearest'`` or ``'bilinear'``: how a saliency map of another size than the
-            image is resized to it (see :class:`SaliencyLoss`).
-        loss_weight: Factor on the loss.
-        loss_name: Key in the loss dict.
+        threshold (float): Binarization threshold of ``B``, in (0, 1). Default: 0.5 (paper).
+        pamr (dict): Config of the :class:`PAMR` that yields ``M_r``.
+            Default: 10 iterations, dilations (1, 2, 4, 8, 12, 24).
+        refine (str): The map PAMR refines: ``'softmax'`` (``M_fg``, the literal formula) or
+            ``'cam'`` (pixel-wise max over the present classes of ``relu(M_i) / max relu(M_i)``
+            of the raw maps, independent of the background channel). Default: 'cam'.
+        warmup_iters (int): Training iterations with ``N = 0``, >= 0. Default: 0.
+        resize (str): How a saliency map of another size than the image is resized, see
+            :class:`SaliencyLoss`. Default: 'nearest'.
+        loss_weight (float): Weight of the loss. Default: 1.0.
+        loss_name (str): Key of the loss in the loss dict. Default: 'loss_sal'.
 
-    Shapes: as :class:`SaliencyLoss`; ``images`` is required.
+    Raises:
+        ValueError: If ``threshold``, ``refine`` or ``warmup_iters`` is invalid.
     """
 
     def __init__(self, threshold: float = 0.5,
@@ -84,6 +65,14 @@ class IRDLoss(SaliencyLoss):
     @float32_loss
     def forward(self, maps: Tensor, saliency: Tensor, labels: Tensor,
                 images: Optional[Tensor] = None) -> Tensor:
+        """Forward function; arguments as :class:`SaliencyLoss`.
+
+        Returns:
+            Tensor: Scalar loss, float32.
+
+        Raises:
+            ValueError: If ``images`` is None.
+        """
         if images is None:
             raise ValueError('IRDLoss needs the input images to refine the foreground map')
         probs, saliency = self.probabilities_and_saliency(maps, saliency, labels,
@@ -103,8 +92,10 @@ class IRDLoss(SaliencyLoss):
     @torch.no_grad()
     def inconsistent_region(self, maps: Tensor, saliency: Tensor, labels: Tensor,
                             images: Tensor) -> Tensor:
-        """``N = B(M_r) xor B(M_s)``, bool ``[B, 1, H, W]`` at the image size: the pixels that
-        :meth:`forward` drops once the warm-up is over (shapes as :meth:`forward`)."""
+        """``N = B(M_r) XOR B(M_s)``: the pixels :meth:`forward` drops after the warm-up.
+
+        Arguments as :meth:`forward`. Returns a bool ``[B, 1, H, W]`` at the image size.
+        """
         probs, saliency = self.probabilities_and_saliency(maps, saliency, labels,
                                                           size=images.shape[-2:])
         foreground = self.foreground(probs, labels)
@@ -123,8 +114,8 @@ class IRDLoss(SaliencyLoss):
         return (refined > self.threshold) != (saliency > self.threshold)
 
     def map_to_refine(self, maps: Tensor, labels: Tensor, foreground: Tensor) -> Tensor:
-        """The foreground map ``[B, 1, H, W]`` in [0, 1] that PAMR refines into ``M_r``, on the
-        pixel grid of ``foreground`` (``M_fg``, ``[B, 1, H, W]``)."""
+        """The map ``[B, 1, H, W]`` in [0, 1] that PAMR refines into ``M_r`` (see ``refine``),
+        detached, on the pixel grid of ``foreground`` (``M_fg``)."""
         if self.refine == 'softmax':
             return foreground.detach()
         cams = torch.relu(maps[:, 1:].detach())

@@ -1,48 +1,10 @@
 """Pixel-adaptive mask refinement (PAMR).
 
-Araslanov & Roth, "Single-Stage Semantic Segmentation from Image Labels", CVPR 2020; the
-semantics are those of ``PAMR`` in their code (github.com/visinf/1-stage-wseg,
-``models/mods/pamr.py``).
-
-The reference materialises every neighbour of every mask pixel with a convolution, a
-``[B, K, 8 * len(dilations), H, W]`` tensor per iteration. Here an iteration takes one of three
-paths, all equal to the reference up to float rounding:
-
-- ``'embedding_bag'``: one ``F.embedding_bag`` call: the masks are a table with one row of ``K``
-  class scores per pixel, each pixel is a bag of the rows of its neighbours, weighted by its
-  affinities (computed once per call). On CPU this runs FBGEMM's fused gather-multiply-add
-  kernels; on CUDA the same gather is slower than the reference.
-- ``'shifted'``: plain torch: the sum over the neighbours of affinity times a shifted view of
-  the replicate-padded masks (one multiply-add per neighbour). Runs everywhere, with autograd.
-- ``'triton'``: :mod:`harness.eps.pamr_triton`, one fused kernel per iteration that recomputes
-  the affinities from the image instead of reading them (CUDA, float32, no autograd).
-
-``path='auto'`` (the default) picks, per call:
-
-==========================================  =====================================================
-inputs                                      path
-==========================================  =====================================================
-CUDA, float32, no gradient needed           ``'triton'`` where ``triton`` imports and its kernels
-                                            pass their probe (else ``'shifted'``, with one
-                                            warning)
-CUDA otherwise (float64, or gradients)      ``'shifted'``
-CPU, ``K > CPU_SHIFTED_MAX_CLASSES``        ``'embedding_bag'``
-CPU, ``K <= CPU_SHIFTED_MAX_CLASSES``       ``'shifted'``
-other devices                               ``'shifted'``
-==========================================  =====================================================
-
-(``K`` is the number of mask channels.) On CPU, ``embedding_bag`` pays a cost per pixel and
-neighbour that only several classes amortise, while ``shifted`` pays per class; on CUDA the
-Triton kernels read the masks and image once per iteration where the others make a pass over
-the masks per neighbour. ``benchmarks/bench_pamr.py`` times every path at K = 21 and K = 1.
-
-The probe (:func:`triton_probe_failure`): before ``'auto'`` first takes the Triton path in a
-process, for a device, number of image channels, number of classes and dilations (what the
-kernels are compiled for), it refines a small random input (2 images of 16x12 pixels, 2
-iterations) with the Triton kernels and with ``'shifted'``. Where the kernels fail to compile or
-launch, or their result differs by more than ``TRITON_PROBE_TOLERANCE`` anywhere, ``'auto'``
-takes ``'shifted'`` for such inputs from then on, after one warning that says why. A forced
-``path='triton'`` is not probed.
+Araslanov & Roth, "Single-Stage Semantic Segmentation from Image Labels", CVPR 2020, with the
+semantics of ``PAMR`` in github.com/visinf/1-stage-wseg (``models/mods/pamr.py``). Three paths,
+equal to it up to float rounding: ``'embedding_bag'`` (one ``F.embedding_bag`` per iteration),
+``'shifted'`` (sums of shifted views, with autograd) and ``'triton'``
+(:mod:`harness.eps.pamr_triton`: CUDA, float32, no autograd).
 """
 import functools
 import warnings
@@ -58,11 +20,10 @@ from torch import Tensor
 from mmseg.registry import MODELS
 
 PATHS = ('auto', 'embedding_bag', 'shifted', 'triton')
-# Largest number of classes for which the shifted path beats embedding_bag on CPU
-# (benchmarks/bench_pamr.py; the figures: docs/benchmarks.md).
+# On CPU, 'auto' takes 'shifted' up to this many classes and 'embedding_bag' above
+# (benchmarks/bench_pamr.py).
 CPU_SHIFTED_MAX_CLASSES = 2
-# Largest difference from the 'shifted' path, on the probe's values in [0, 1], for which 'auto'
-# trusts the Triton kernels: the tolerance the tests hold every path to against the reference.
+# Largest difference from 'shifted' on the probe for which 'auto' trusts the Triton kernels.
 TRITON_PROBE_TOLERANCE = 1e-5
 TRITON_PROBE_ITERATIONS = 2
 
@@ -80,10 +41,22 @@ def triton_kernels() -> Optional[ModuleType]:
 @functools.lru_cache(maxsize=None)
 def triton_probe_failure(device: torch.device, channels: int, num_classes: int,
                          dilations: Tuple[int, ...]) -> Optional[str]:
-    """Why the Triton kernels must not refine ``[B, channels, H, W]`` images with
-    ``num_classes`` masks and these dilations on ``device``, or ``None`` where they passed the
-    probe (see the module docstring). Runs once per process and arguments; warns once when they
-    fail."""
+    """Why the Triton kernels must not be used for such inputs, or None if they pass the probe.
+
+    The probe refines a random input (2 images of 16x12 pixels, ``TRITON_PROBE_ITERATIONS``
+    iterations) with the Triton kernels and with ``'shifted'``; it fails where the kernels cannot
+    compile or launch or differ by more than ``TRITON_PROBE_TOLERANCE``. Cached per process and
+    arguments; warns (``RuntimeWarning``) once on failure.
+
+    Args:
+        device (torch.device): Device of the inputs.
+        channels (int): Number of image channels.
+        num_classes (int): Number of mask channels ``K``.
+        dilations (tuple[int]): Neighbour distances in pixels.
+
+    Returns:
+        str | None: The reason of the failure, or None.
+    """
     kernels = triton_kernels()
     if kernels is None:
         failure = 'triton cannot be imported'
@@ -101,8 +74,7 @@ def triton_probe_failure(device: torch.device, channels: int, num_classes: int,
             failure = (None if difference <= TRITON_PROBE_TOLERANCE else
                        f'they differ from the torch path by up to {difference:.3g} (more than '
                        f'{TRITON_PROBE_TOLERANCE:g}) on a probe')
-        # Triton reports a kernel that cannot compile or launch here (no GPU driver, no C
-        # compiler, a ptxas error) with exceptions of several types.
+        # Triton raises several exception types for a kernel that cannot compile or launch.
         except Exception as error:
             failure = f'{type(error).__name__}: {error}'
     if failure is not None:
@@ -115,7 +87,11 @@ def triton_probe_failure(device: torch.device, channels: int, num_classes: int,
 
 def choose_path(device_type: str, dtype: torch.dtype, needs_grad: bool, num_classes: int,
                 triton_usable: bool) -> str:
-    """The path ``'auto'`` takes for inputs of this kind (the table in the module docstring)."""
+    """The path ``'auto'`` takes for inputs of this kind.
+
+    ``'triton'`` on CUDA for float32 without gradient where ``triton_usable``;
+    ``'embedding_bag'`` on CPU for ``num_classes > CPU_SHIFTED_MAX_CLASSES``; else ``'shifted'``.
+    """
     if device_type == 'cuda':
         if dtype == torch.float32 and not needs_grad and triton_usable:
             return 'triton'
@@ -129,28 +105,26 @@ def choose_path(device_type: str, dtype: torch.dtype, needs_grad: bool, num_clas
 class PAMR(nn.Module):
     """Refines class masks by propagating them between pixels of similar colour.
 
-    Every pixel ``p`` has ``N = 8 * len(dilations)`` neighbours: the 8 pixels around it at
-    distance ``d`` (in pixels, along rows, columns and diagonals) for each dilation ``d``, with
-    image borders replicated. Its affinity to neighbour ``q`` is
-    ``softmax_q(-mean_c |I_c(p) - I_c(q)| / (1e-8 + 0.1 * sigma_c(p)))``, where ``sigma_c(p)`` is
-    the unbiased standard deviation of channel ``c`` over the ``9 * len(dilations)`` taps of the
-    dilated 3x3 windows around ``p`` (the centre counted once per dilation). Each of the
-    ``num_iter`` iterations replaces every mask value by the affinity-weighted sum of its
-    neighbours' values; the sum over classes of a pixel is therefore preserved.
-
-    PAMR computes in float32 (float64 if an input is float64), with autocast disabled: under
-    mixed precision the refinement is not done in bfloat16 / float16.
-
-    Gradients flow to ``image`` and ``masks`` on the ``'embedding_bag'`` and ``'shifted'``
-    paths (``'auto'`` never picks ``'triton'`` when a gradient is needed). The project uses PAMR
-    without gradient: ``IRDLoss`` refines a detached foreground map, ``EPSClassifier`` refines
-    predictions at test time.
+    Every pixel ``p`` has ``N = 8 * len(dilations)`` neighbours ``q``: the 8 pixels at distance
+    ``d`` (rows, columns, diagonals) for each dilation ``d``, image borders replicated. Affinity
+    ``a(p, q) = softmax_q(-mean_c |I_c(p) - I_c(q)| / (1e-8 + 0.1 * sigma_c(p)))``, with
+    ``sigma_c(p)`` the unbiased standard deviation of channel ``c`` over the ``9 * len(dilations)``
+    taps of the dilated 3x3 windows around ``p`` (centre counted once per dilation). Each of the
+    ``num_iter`` iterations sets ``m(p) = sum_q a(p, q) m(q)``, so a pixel's sum over classes is
+    preserved. Computes in float32 (float64 if an input is float64) with autocast off.
+    Gradients flow to ``image`` and ``masks`` on the ``'embedding_bag'`` and ``'shifted'`` paths.
 
     Args:
-        num_iter: Number of propagation steps (0 returns the upsampled masks).
-        dilations: Neighbour distances in pixels.
-        path: ``'auto'`` (see the module docstring), or one of ``'embedding_bag'``,
-            ``'shifted'``, ``'triton'`` to force it.
+        num_iter (int): Number of propagation steps, >= 0 (0 returns the upsampled masks).
+            Default: 10.
+        dilations (Sequence[int]): Neighbour distances in pixels, each >= 1.
+            Default: (1, 2, 4, 8, 12, 24).
+        path (str): ``'auto'`` (per call: see :func:`choose_path`; a Triton path that fails
+            :func:`triton_probe_failure` falls back to ``'shifted'``), or ``'embedding_bag'``,
+            ``'shifted'``, ``'triton'`` to force one (not probed). Default: 'auto'.
+
+    Raises:
+        ValueError: If ``num_iter``, ``dilations`` or ``path`` is invalid.
     """
 
     def __init__(self, num_iter: int = 10, dilations: Sequence[int] = (1, 2, 4, 8, 12, 24),
@@ -173,8 +147,7 @@ class PAMR(nn.Module):
         self.offsets: Tuple[Tuple[int, int], ...] = tuple(
             (dy * d, dx * d) for d in self.dilations for dy in (-1, 0, 1) for dx in (-1, 0, 1)
             if (dy, dx) != (0, 0))
-        # On the module's device, so that no call copies it there (a host-to-device copy
-        # would stall the CPU until the GPU has caught up).
+        # A buffer, so it lives on the module's device: no host-to-device copy (a sync) per call.
         self.register_buffer('offset_table', torch.tensor(self.offsets, dtype=torch.int32),
                              persistent=False)
         # Why the Triton kernels failed here, if they did; 'auto' then stops trying them.
@@ -200,13 +173,17 @@ class PAMR(nn.Module):
         """Refines ``masks`` along the edges of ``image``.
 
         Args:
-            image: ``[B, C, H, W]`` image, any number of channels and any value range (the
-                affinities are normalised by the local standard deviation).
-            masks: ``[B, K, h, w]`` class scores or probabilities, bilinearly upsampled to
-                ``H x W`` (``align_corners=True``) before the refinement.
+            image (Tensor): Image ``[B, C, H, W]``, any channels and value range (the
+                affinities are normalized by the local standard deviation).
+            masks (Tensor): Class scores or probabilities ``[B, K, h, w]``, upsampled to
+                ``H x W`` bilinearly (``align_corners=True``) before the refinement.
 
         Returns:
-            ``[B, K, H, W]`` refined masks, float32 (float64 if an input is float64).
+            Tensor: Refined masks ``[B, K, H, W]``, float32 (float64 if an input is float64).
+
+        Raises:
+            ValueError: If the inputs are not 4-D or their batch sizes differ, or if a forced
+                ``'triton'`` path gets float64 inputs or needs a gradient.
         """
         if image.dim() != 4:
             raise ValueError(f'PAMR: image must be 4-D [B, C, H, W], got shape '
@@ -226,8 +203,7 @@ class PAMR(nn.Module):
         if path == 'triton' and dtype != torch.float32:
             raise ValueError(f"PAMR: path 'triton' computes in float32, got {dtype} inputs")
         image = image.to(dtype)
-        # Upsampling channels-last is faster and makes embedding_bag's [B * H * W, K] table a
-        # view; 'shifted' works on class planes, 'triton' packs the masks itself.
+        # Channels-last makes embedding_bag's [B * H * W, K] table a view of the masks.
         layout = torch.channels_last if path == 'embedding_bag' else torch.contiguous_format
         masks = F.interpolate(masks.to(dtype).contiguous(memory_format=layout),
                               size=image.shape[-2:], mode='bilinear', align_corners=True)
@@ -254,8 +230,7 @@ class PAMR(nn.Module):
                 raise ImportError('triton cannot be imported')
             return kernels.refine(image, masks, self.offset_table.to(image.device),
                                   len(self.dilations), self.num_iter)
-        # Triton reports a kernel that cannot compile or launch here (no GPU driver, no C
-        # compiler, a ptxas error) with exceptions of several types.
+        # Triton raises several exception types for a kernel that cannot compile or launch.
         except Exception as error:
             if self.path == 'triton':
                 raise
@@ -293,12 +268,8 @@ class PAMR(nn.Module):
 
     def _logits(self, image: Tensor) -> Tensor:
         """``[B, H, N, W]`` affinity logits of every pixel of a ``[B, C, H, W]`` image to its
-        neighbours (the affinities are their softmax over ``N``).
-
-        Each neighbour is a shifted view of one replicate-padded copy of the image (padding by the
-        largest dilation replicates the border as the reference's per-dilation padding does), so
-        no ``[B, C, N, H, W]`` tensor is built.
-        """
+        ``N`` neighbours (the affinities are their softmax over ``N``), from shifted views of one
+        replicate-padded image."""
         channels, height, width = image.shape[1:]
         pad = max(self.dilations)
         padded = F.pad(image, [pad] * 4, mode='replicate')
@@ -314,18 +285,14 @@ class PAMR(nn.Module):
         for neighbour in neighbours:
             var += (neighbour - mean).square_()
         denominator = 1e-8 + 0.1 * var.div_(num_taps - 1).sqrt_()
-        # Stacked as [B, H, N, W]: each neighbour writes whole rows; embedding_bag's transpose
-        # to [B, H, W, N] then moves small blocks that stay in cache.
+        # [B, H, N, W]: each neighbour writes whole rows; the transpose to [B, H, W, N] is cheap.
         logits = torch.stack([(image - neighbour).abs_().div_(denominator).sum(1)
                               for neighbour in neighbours], 2)
         return logits.div_(-channels)
 
     def _neighbour_index(self, batch: int, height: int, width: int, device: torch.device) -> Tensor:
-        """``[B * H * W, N]`` rows of the neighbours of every pixel in the ``[B * H * W, K]`` table.
-
-        Clamping the coordinates to the image replicates its border, like the reference's
-        replicate padding.
-        """
+        """``[B * H * W, N]`` rows of every pixel's neighbours in the ``[B * H * W, K]`` table;
+        clamped coordinates replicate the border."""
         offsets = self.offset_table.to(device)
         rows = (torch.arange(height, device=device)[:, None] + offsets[:, 0]).clamp_(0, height - 1)
         cols = (torch.arange(width, device=device)[:, None] + offsets[:, 1]).clamp_(0, width - 1)
@@ -342,5 +309,5 @@ def _needs_grad(image: Tensor, masks: Tensor) -> bool:
 
 
 def _computation_dtype(image: Tensor, masks: Tensor) -> torch.dtype:
-    """float32, or float64 where an input is float64 (bfloat16 / float16 are computed in float32)."""
+    """float32, or float64 where an input is float64 (never bfloat16 / float16)."""
     return torch.promote_types(torch.promote_types(image.dtype, masks.dtype), torch.float32)

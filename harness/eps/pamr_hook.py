@@ -14,19 +14,20 @@ from .pseudo_masks import generate_pseudo_masks
 
 @HOOKS.register_module()
 class PAMRHook(Hook):
-    """After training, writes the PAMR-refined pseudo-masks of a split and logs their mIoU.
+    """After training, writes the pseudo-masks of a split and logs their mIoU.
 
-    The masks are :class:`EPSClassifier` predictions (its ``test_cfg`` says how PAMR refines
-    them and which background rule applies), saved as palette PNGs in the VOC convention
-    (``0..C``, 0 = background, 255 ignore) as ``<work_dir>/<out_dir>/<img_id>.png``. Where the
-    split has ground-truth masks, ``pseudo/mIoU`` and ``pseudo/IoU.<class>`` are logged like any
-    metric and saved to ``<work_dir>/<out_dir>_metrics.json``. An existing folder is never
-    overwritten (``FileExistsError``).
+    The masks are :class:`EPSClassifier` predictions (refined as its ``test_cfg`` says), saved
+    as palette PNGs ``<work_dir>/<out_dir>/<img_id>.png`` (``0..C``, 0 = background, 255
+    ignore). Where the split has masks, ``pseudo/mIoU`` and ``pseudo/IoU.<class>`` are logged
+    and saved to ``<work_dir>/<out_dir>_metrics.json``.
 
     Args:
-        dataloader: Dataloader config of the split, e.g. the training ids with the validation
-            pipeline (no augmentation) and, when available, the masks.
-        out_dir: Folder under the work dir.
+        dataloader (dict): Dataloader config of the split, e.g. the training ids with the
+            validation pipeline (no augmentation) and, when available, the masks.
+        out_dir (str): Folder under the work dir. Default: 'pseudo_masks'.
+
+    Raises:
+        FileExistsError: In ``after_train``, if the folder exists (it is never overwritten).
     """
 
     priority = 'LOW'

@@ -1,33 +1,20 @@
-"""PAMR as two Triton kernels that compute the affinities on the fly (the CUDA path of PAMR).
+"""PAMR's CUDA path: two Triton kernels that recompute the affinities on the fly.
 
-Imported only where :class:`harness.eps.pamr.PAMR` may take this path, as it needs ``triton``.
-
-The affinities of a pixel to its ``N = 8 * len(dilations)`` neighbours are a softmax over
-``N`` logits ``l_n(p) = -mean_c |I_c(p) - I_c(q_n)| / (1e-8 + 0.1 * sigma_c(p))``. Storing them
-would cost ``4 N`` bytes per pixel (192 for the default dilations) to read in every iteration.
-Instead, :func:`_statistics_kernel` runs once and keeps per pixel what the softmax needs
-besides the image: the channel scales ``1 / (C * (1e-8 + 0.1 * sigma_c))``, the largest logit
-and the inverse of the softmax's denominator. Each iteration is then one
-:func:`_propagate_kernel` launch that recomputes every logit from the image (read through the
-caches: the neighbours of a tile's pixels are the pixels of nearby tiles), so the DRAM traffic of
-an iteration is the image, those statistics and the masks read once and the masks written once.
-
-Image, scales and masks are stored pixel-major (``[B, H * W, channels]``), their channels
-zero-padded to a power of two: a pixel's channels (or classes) are then one aligned vector load,
-and summing over them stays inside a thread. Padded channels are 0 in every image, so they add 0
-to every logit; padded classes are 0 in the masks and stay 0.
-
-Run with ``TRITON_INTERPRET=1`` (set before ``triton`` is imported) the kernels execute on CPU
-tensors, which is how the tests check them where there is no GPU.
+Imported only where :class:`harness.eps.pamr.PAMR` may take this path (it needs ``triton``).
+:func:`_statistics_kernel` stores per pixel the channel scales
+``1 / (C * (1e-8 + 0.1 * sigma_c))``, the largest of the ``N`` logits and the inverse softmax
+sum; each iteration is one :func:`_propagate_kernel` launch that recomputes the logits from the
+image. Tensors are pixel-major ``[B, H * W, channels]``, channels and classes zero-padded to a
+power of two (padding adds 0 everywhere). With ``TRITON_INTERPRET=1`` set before ``triton`` is
+imported, the kernels run on CPU tensors.
 """
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
 
-# A program refines a tile of 256 pixels x up to 16 classes, or 128 x 32: at most 4096
-# accumulators (32 per thread at 4 warps) stay in registers. More than 32 classes are split over
-# the grid's third axis (each part recomputes the affinities).
+# A program refines 256 pixels x <= 16 classes or 128 x 32 (<= 4096 accumulators in registers);
+# more classes are split over the grid's third axis.
 MAX_BLOCK_CLASSES = 32
 
 
@@ -66,9 +53,8 @@ def _statistics_kernel(image_ptr, offsets_ptr, scale_ptr, logit_max_ptr, inverse
     image = image_ptr + batch * num_pixels * BLOCK_CHANNELS
     centre = tl.load(image + tile, mask=inside[:, None], other=0.0)
 
-    # sigma_c(p): unbiased standard deviation over the dilated 3x3 windows, the centre counted
-    # once per dilation as in the reference; two passes, as a sum of squares loses the small
-    # variance of an unnormalised image.
+    # sigma_c(p) over the dilated 3x3 windows, centre counted once per dilation; two passes, as
+    # a sum of squares loses the small variance of an unnormalised image.
     num_taps = 9 * NUM_DILATIONS
     total = centre * NUM_DILATIONS
     for n in range(NUM_OFFSETS):
@@ -150,14 +136,15 @@ def refine(image: Tensor, masks: Tensor, offsets: Tensor, num_dilations: int,
     """Runs ``num_iter`` PAMR iterations of ``masks`` along the edges of ``image``.
 
     Args:
-        image: ``[B, C, H, W]`` float32 image.
-        masks: ``[B, K, H, W]`` float32 masks at the image's size.
-        offsets: ``[N, 2]`` int32 ``(dy, dx)`` of the neighbours, in pixels, on the same device.
-        num_dilations: Number of dilations the offsets come from (``N / 8``).
-        num_iter: Number of iterations (>= 1).
+        image (Tensor): Image ``[B, C, H, W]``, float32.
+        masks (Tensor): Masks ``[B, K, H, W]`` at the image's size, float32.
+        offsets (Tensor): ``(dy, dx)`` of the ``N`` neighbours in pixels, int32 ``[N, 2]``, on
+            the same device.
+        num_dilations (int): Number of dilations the offsets come from (``N / 8``).
+        num_iter (int): Number of iterations, >= 1.
 
     Returns:
-        ``[B, K, H, W]`` float32 refined masks (a new, contiguous tensor).
+        Tensor: Refined masks ``[B, K, H, W]``, float32, a new contiguous tensor.
     """
     batch, channels, height, width = image.shape
     num_classes = masks.shape[1]

@@ -57,18 +57,23 @@ def generate_pseudo_masks(model: torch.nn.Module, dataloader: DataLoader, out_di
                           metric_prefix: str = 'pseudo') -> Dict[str, float]:
     """Runs ``model.test_step`` over ``dataloader`` and writes ``out_dir/<img_id>.png``.
 
-    The masks are the model's predictions (for :class:`EPSClassifier`: PAMR-refined, argmax over
-    the C+1 maps, 0 = background). Where the samples carry ground truth, returns their mIoU and
-    per-class IoU (percent) under ``<metric_prefix>/``; else an empty dict. A ground-truth
-    value outside the dataset's classes and 255 raises ``ValueError`` naming the mask (and no
-    mask folder is left).
+    The masks (for :class:`EPSClassifier`: argmax over the ``C + 1`` maps, 0 = background) go
+    to ``<out_dir>.partial`` (a stale one is replaced), renamed to ``out_dir`` when complete.
+    In a distributed run each rank writes its shard and rank 0 renames.
 
-    An existing ``out_dir`` is never touched: the masks go to ``<out_dir>.partial`` first, which
-    is renamed when complete (a stale ``.partial`` of an interrupted run is replaced). Works in a
-    distributed run: each rank writes its shard, rank 0 renames.
+    Args:
+        model (nn.Module): The segmentor.
+        dataloader (DataLoader): Loader of the split.
+        out_dir (Path): Output folder; must not exist.
+        metric_prefix (str): Prefix of the metric keys. Default: 'pseudo'.
+
+    Returns:
+        dict[str, float]: ``<metric_prefix>/mIoU`` and ``<metric_prefix>/IoU.<class>``
+        (percent) where every sample has ground truth, else an empty dict.
 
     Raises:
-        FileExistsError: if ``out_dir`` already exists.
+        FileExistsError: If ``out_dir`` already exists.
+        ValueError: If a ground-truth value is outside the classes and 255 (no folder is left).
     """
     out_dir = Path(out_dir)
     if out_dir.exists():
@@ -140,10 +145,7 @@ def read_checkpoint(checkpoint: str) -> dict:
 
 def load_weights(model: torch.nn.Module, content: dict, checkpoint: str, config: str) -> None:
     """Loads the weights of ``content`` (see :func:`read_checkpoint`) into ``model`` with
-    MMEngine's strict loading.
-
-    Plain loading only logs missing and unexpected weights, so a checkpoint of another network
-    would write masks from a randomly initialised model.
+    MMEngine's strict loading (a checkpoint of another network must not go unnoticed).
 
     Raises:
         ValueError: one line naming the checkpoint and the config, with MMEngine's reasons

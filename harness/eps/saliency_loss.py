@@ -1,5 +1,4 @@
-"""What the EPS and EPS++ saliency losses share: inputs, their checks, their resolution, and
-their precision (float32, also under mixed precision)."""
+"""Base class of the EPS and EPS++ saliency losses, and their float32 decorator."""
 import functools
 from typing import Callable, Optional, Sequence, Tuple
 
@@ -12,14 +11,12 @@ SALIENCY_RESIZE_MODES = ('nearest', 'bilinear')
 
 
 def float32_loss(forward: Callable[..., Tensor]) -> Callable[..., Tensor]:
-    """Decorates a saliency loss's ``forward(maps, saliency, labels, images=None)`` to compute
-    in float32 with autocast off.
+    """Makes a saliency loss's ``forward(maps, saliency, labels, images=None)`` compute in
+    float32 with autocast off.
 
-    Under mixed precision the maps arrive as bfloat16 / float16, and autocast would run the
-    softmax, the MSE and PAMR's arithmetic in that precision too: saliency targets of many
-    near-equal probabilities then round to the same value, and bfloat16 keeps 8 bits of
-    mantissa. The tensor arguments are cast to float32 (gradients still flow to the maps in
-    their own dtype) and the loss is a float32 scalar.
+    Under mixed precision the softmax, MSE and PAMR would otherwise run in bfloat16 / float16,
+    too coarse for the saliency targets. The tensor arguments are cast to float32 (gradients
+    still reach the maps in their own dtype); the loss is a float32 scalar.
     """
     @functools.wraps(forward)
     def float32_forward(self, maps: Tensor, saliency: Tensor, labels: Tensor,
@@ -32,33 +29,31 @@ def float32_loss(forward: Callable[..., Tensor]) -> Callable[..., Tensor]:
 
 
 class SaliencyLoss(nn.Module):
-    """Base of the losses that compare localization maps with an off-the-shelf saliency map.
+    """Base class of the losses comparing localization maps with a saliency map ``M_s``.
 
-    The maps are turned into probabilities by a softmax over the ``C + 1`` channels (channel 0 =
-    background); probabilities and saliency are compared at one resolution, by default that of
-    the maps. Subclasses decorate ``forward`` with :func:`float32_loss`, so that the losses are
-    computed in float32 under mixed precision too.
+    The maps become probabilities by a softmax over the ``C + 1`` channels (channel 0 =
+    background) and are compared with ``M_s`` at one resolution, by default that of the maps.
+    Subclasses decorate ``forward`` with :func:`float32_loss` and take
+    ``forward(maps, saliency, labels, images=None)``:
 
-    How the saliency map ``M_s`` is brought to that resolution (``resize``):
+    - maps (Tensor): Raw scores ``[B, C+1, h, w]`` of :class:`CAMHead`.
+    - saliency (Tensor): Saliency map ``[B, 1, H, W]`` in [0, 1].
+    - labels (Tensor): Image-level labels ``[B, C]`` in {0, 1}.
+    - images (Tensor, optional): Normalized network input ``[B, 3, H, W]``.
 
-    - ``'nearest'``: ``F.interpolate``'s default mode, as the EPS code (``get_eps_loss``) does.
-      Shrinking by a factor ``s`` keeps one pixel of every ``s x s`` cell, its top-left one:
-      the map stays as sharp (and as binary) as the detector made it.
-    - ``'bilinear'`` (``align_corners=False``): the value at each cell's centre, interpolated
-      between the four pixels around it (no averaging over the cell either).
+    and return a scalar loss.
 
     Args:
-        resize: ``'nearest'`` or ``'bilinear'``: how the saliency map is resized (see above);
-            not used when it already has the size the loss compares at.
-        loss_weight: Factor on the loss.
-        loss_name: Key in the loss dict; starts with ``loss_`` so MMEngine back-propagates it.
+        resize (str): How ``M_s`` is resized when its size differs from the compared one:
+            ``'nearest'`` (``F.interpolate``'s default, as ``get_eps_loss`` of the EPS code: keeps
+            the top-left pixel of each cell, so the map stays as sharp as the detector made it)
+            or ``'bilinear'`` (``align_corners=False``). Default: 'nearest'.
+        loss_weight (float): Weight of the loss. Default: 1.0.
+        loss_name (str): Key of the loss in the loss dict; must start with ``loss_`` to be
+            back-propagated. Default: 'loss_sal'.
 
-    Shapes (``forward``):
-        maps: ``[B, C+1, h, w]`` raw scores of :class:`CAMHead`.
-        saliency: ``[B, 1, H, W]`` saliency map in [0, 1].
-        labels: ``[B, C]`` image-level labels in {0, 1}.
-        images: ``[B, 3, H, W]`` the (normalised) network input; used by losses that look at it.
-        Returns a scalar.
+    Raises:
+        ValueError: If ``resize`` is not ``'nearest'`` or ``'bilinear'``.
     """
 
     def __init__(self, resize: str = 'nearest', loss_weight: float = 1.0,
@@ -73,16 +68,27 @@ class SaliencyLoss(nn.Module):
 
     @property
     def loss_name(self) -> str:
+        """str: Key of the loss in the loss dict."""
         return self._loss_name
 
     def probabilities_and_saliency(self, maps: Tensor, saliency: Tensor, labels: Tensor,
                                    size: Optional[Sequence[int]] = None) -> Tuple[Tensor, Tensor]:
-        """Checks the shapes; returns ``(softmax(maps), saliency)`` at ``size`` (default: the maps').
+        """Checks the shapes and brings probabilities and saliency to one size.
 
-        Shapes: ``[B, C+1, h, w]`` and ``[B, 1, h, w]`` with ``(h, w) = size``, in the dtype of
-        ``maps`` (float32 in a forward decorated with :func:`float32_loss`); where needed the
-        probabilities are resized bilinearly (``align_corners=False``) and the saliency map as
-        ``resize`` says.
+        Args:
+            maps (Tensor): Raw scores ``[B, C+1, h, w]``.
+            saliency (Tensor): Saliency map ``[B, 1, H, W]``.
+            labels (Tensor): Image-level labels ``[B, C]``.
+            size (Sequence[int], optional): Output size ``(h', w')``. Default: the maps' size.
+
+        Returns:
+            tuple[Tensor, Tensor]: ``softmax(maps)`` ``[B, C+1, h', w']`` (resized bilinearly,
+            ``align_corners=False``) and the saliency ``[B, 1, h', w']`` (resized as ``resize``
+            says), both in the dtype of ``maps``.
+
+        Raises:
+            ValueError: If the shapes do not match ``[B, C+1, h, w]``, ``[B, 1, H, W]``,
+                ``[B, C]``.
         """
         name = type(self).__name__
         if maps.dim() != 4 or saliency.dim() != 4 or saliency.shape[1] != 1:

@@ -17,12 +17,19 @@ SIXTEEN_BIT_GREY_MODES = ('I;16', 'I;16L', 'I;16B')
 
 
 def read_grey_map(data: bytes, path: str, what: str = 'saliency map') -> np.ndarray:
-    """A grey map (saliency ``S`` in 0..255) from the bytes of its image file: ``uint8 [H, W]``.
+    """Decodes a grey map (e.g. saliency in 0..255) from the bytes of its image file.
 
-    An 8-bit grey image is returned as stored. A 16-bit grey PNG is scaled to 0..255
-    (``round(v * 255 / 65535)``, so its full range stays the full range; clipping would make every
-    value above 255 fully salient). Anything else (colour, palette, binary, 32-bit) raises
-    ``ValueError`` naming the file and its mode.
+    Args:
+        data (bytes): Content of the image file.
+        path (str): Its path, for the error message.
+        what (str): What the map is, for the error message. Default: 'saliency map'.
+
+    Returns:
+        np.ndarray: uint8 ``[H, W]``: an 8-bit grey image as stored, a 16-bit grey PNG scaled
+        by ``round(v * 255 / 65535)``.
+
+    Raises:
+        ValueError: For any other mode (colour, palette, binary, 32-bit), naming the file.
     """
     with Image.open(io.BytesIO(data)) as image:
         mode = image.mode
@@ -38,16 +45,21 @@ def read_grey_map(data: bytes, path: str, what: str = 'saliency map') -> np.ndar
 
 @TRANSFORMS.register_module()
 class LoadSaliencyMap(BaseTransform):
-    """Reads the saliency map of an image (as in the EPS code: a grey PNG, 0..255; a 16-bit grey
-    PNG is scaled to 0..255, anything else is refused, see :func:`read_grey_map`).
+    """Load the saliency map of an image: a grey PNG in 0..255 as in the EPS code (a 16-bit
+    grey PNG is scaled, see :func:`read_grey_map`).
 
-    Required keys: ``saliency_path``; ``img`` (and ``img_path``) when the size is to be checked,
-    so place it after ``LoadImageFromFile``. Added key: ``gt_saliency``, ``uint8 [H, W]``.
-    Geometric augmentations must treat it like the image: wrap them in mmcv's
-    ``TransformBroadcaster`` with ``mapping=dict(img=['img', 'gt_saliency'])`` (see the configs).
+    Required keys: ``saliency_path``; ``img`` (and ``img_path``) to check the size, so place it
+    after ``LoadImageFromFile``. Added key: ``gt_saliency``, uint8 ``[H, W]``. Geometric
+    augmentations must treat it like the image, e.g. mmcv's ``TransformBroadcaster`` with
+    ``mapping=dict(img=['img', 'gt_saliency'])``.
 
     Args:
-        backend_args: MMEngine file backend arguments.
+        backend_args (dict, optional): MMEngine file backend arguments. Default: None.
+
+    Raises:
+        KeyError: If the sample has no path key.
+        FileNotFoundError: If the map does not exist.
+        ValueError: If the map is not grey or differs in size from ``img``.
     """
 
     path_key = 'saliency_path'
@@ -79,7 +91,7 @@ class LoadSaliencyMap(BaseTransform):
 
 @TRANSFORMS.register_module()
 class LoadSaliencyErrors(LoadSaliencyMap):
-    """Reads the per-pixel saliency error kinds of the bundled dataset (``SaliencyErrors/``, a
+    """Load the per-pixel saliency error kinds of the bundled dataset (``SaliencyErrors/``, a
     grey PNG: 0 none, 1 missing class, 2 missing object, 3 false object coverage).
 
     Required keys: ``saliency_errors_path``. Added key: ``gt_saliency_errors``, ``uint8 [H, W]``.
@@ -96,10 +108,13 @@ class LoadSaliencyErrors(LoadSaliencyMap):
 class PackWSSSInputs(PackSegInputs):
     """``PackSegInputs`` that also packs the saliency map and the image-level labels.
 
-    The saliency map becomes ``data_sample.gt_saliency`` (``PixelData``, float ``[1, H, W]`` in
-    [0, 1]), the saliency error kinds (when loaded) ``data_sample.gt_saliency_errors`` (uint8
-    ``[1, H, W]``); the labels travel in the metainfo as ``class_labels`` (float ``[C]``, foreground
-    classes only), so that every model method that sees image metas sees them too.
+    Adds ``data_sample.gt_saliency`` (``PixelData``, float32 ``[1, H, W]`` in [0, 1]), when
+    loaded ``data_sample.gt_saliency_errors`` (uint8 ``[1, H, W]``), and ``class_labels``
+    (float ``[C]``, foreground classes) in the metainfo, where every model method sees it.
+
+    Args:
+        meta_keys (Sequence[str]): Keys packed into the metainfo. Default: mmseg's keys plus
+            ``saliency_path``, ``img_id`` and ``class_labels``.
     """
 
     def __init__(self, meta_keys=('img_path', 'seg_map_path', 'saliency_path', 'img_id',
