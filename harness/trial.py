@@ -323,6 +323,11 @@ def _run_stage(cfg: Config, prefix: str, report: Optional[Report]) -> Dict[str, 
     runner.register_hook(RandomStateHook())  # a resumed stage ends as an uninterrupted one
     with trusted_checkpoint_loading():  # the checkpoints are this trial's own
         runner.train()
+    if runner.val_loop is not None and not any(key.startswith(f'{prefix}/')
+                                               for key in writer.latest):
+        # Resumed after its last checkpoint, the stage trained and validated nothing: its last
+        # validation had not ended. It ends now, on the same weights.
+        runner.val_loop.run()
     shut_down_dataloader_workers(runner)
     latest = [writer.latest]
     broadcast_object_list(latest)  # what rank 0's writer received, on every rank

@@ -447,6 +447,27 @@ def test_a_metric_any_hook_publishes_reaches_the_report_and_the_stage_result(tin
         'stage1/mIoU']
 
 
+def test_a_stage_stopped_after_its_last_checkpoint_still_ends_with_its_last_validation(
+        tiny_dataset, tmp_path):
+    """Stopped between its last checkpoint and the end of its last validation, a stage resumes
+    with no iteration left to train: it validates once more, so its metrics are an uninterrupted
+    run's, reported at the last iteration."""
+    from harness.stage_configs import stage1_config
+    from harness.trial import _run_stage
+
+    def stage():
+        cfg = stage1_config(short_spec(tiny_dataset).resolved())
+        cfg.custom_hooks = []
+        cfg.work_dir = str(tmp_path / 'stage1')
+        return cfg
+
+    uninterrupted = _run_stage(stage(), 'stage1', None)
+    reports = []
+    resumed = _run_stage(stage(), 'stage1', reports.append)
+    assert 'stage1/mIoU' in uninterrupted and resumed == uninterrupted
+    assert [report['stage1/iter'] for report in reports] == [8]
+
+
 @pytest.mark.slow
 def test_two_trials_started_on_one_folder_one_trains_the_other_is_refused(tiny_dataset,
                                                                           tmp_path):
