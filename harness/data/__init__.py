@@ -1,1 +1,1 @@
-"""Datasets bundled with the harness: a small synthetic PASCAL-VOC-format set with saliency maps."""
+"""Data: the synthetic VOC-format set, labelled splits, fingerprints, VOC/COCO prepare and check."""

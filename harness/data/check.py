@@ -2,18 +2,15 @@
 
 Command line::
 
-    python -m harness.data.check DATA_ROOT --config CONFIG [--config CONFIG2] [--sample N]
+    python -m harness.data.check DATA_ROOT --config CONFIG [--config CONFIG2] [--sample N] \\
+        [--workers N]
 
-Every dataset of the config (training, validation, the pseudo-mask and diagnostics loaders of its
-hooks, stage 2's labelled part; all of the types ``WSSSVOCDataset``, ``WSSSCOCODataset``,
-``SyntheticShapesDataset``), with its ``data_root`` set to ``DATA_ROOT``, must find: its split
-file, its folders, for every listed id its image, saliency map, mask (and saliency error map
-where the config reads them), its image-level labels in ``cls_labels.npy`` with one value per
-class; saliency maps that are grey PNGs of 8 or 16 bits; saliency maps and masks of the image's
-size; mask values in ``0..C`` or 255 (``C`` foreground classes). It prints one line per kind of
-problem with its count and first examples and exits with status 0 only when everything holds.
-``harness.sweep`` and ``harness.trial`` run the same check before training, reading the pixels
-of a sample of the ids (``QUICK_SAMPLE`` per dataset); files and labels are checked for every id.
+Each WSSS dataset of the config (see :func:`datasets_of`), with ``data_root`` set to
+``DATA_ROOT``, must find its split file and folders and, for every listed id, the image, saliency
+map, mask and saliency error map the config reads, and labels in ``cls_labels.npy`` with one
+value per foreground class. Saliency maps must be 8- or 16-bit grey PNGs; maps and masks the
+image's size; mask values ``0..C`` (``C`` foreground classes) or 255. Prints one line per kind of
+problem (count, first examples). Exit status: 0 if none, 1 if any, 2 for bad arguments.
 """
 import argparse
 import json
@@ -66,7 +63,9 @@ def _dataset_class(type_name: str):
 def datasets_of(cfg) -> List[dict]:
     """The WSSS dataset configs (``dict``) a config reads, once each, in config order.
 
-    The stage-2 ``pseudo_labelled_dataset`` is left out: its masks are written by stage 1.
+    WSSS datasets: ``WSSSVOCDataset`` and its subclasses (``WSSSCOCODataset``,
+    ``SyntheticShapesDataset``) with an ``ann_file``. Stage 2's ``pseudo_labelled_dataset`` is
+    left out (stage 1 writes its masks).
     """
     found: Dict[str, dict] = OrderedDict()
 
@@ -96,8 +95,13 @@ PixelTask = Tuple[str, Tuple[Tuple[str, str], ...], Tuple[str, ...], int]
 
 
 def inspect_pixels(task: PixelTask) -> List[Tuple[str, str]]:
-    """``[(kind, example)]`` of one image's pixels: its grey maps ``(path, what)`` (format and
-    size) and masks (format, size, values in ``0..num_classes`` or 255)."""
+    """Problems of one image's pixels, as ``[(kind, example)]``.
+
+    Args:
+        task: ``(image path, ((grey map path, what), ...), (mask path, ...), num_classes)``.
+            Grey maps are checked for format and size; masks for format (P or L), size and
+            values in ``0..num_classes`` or 255.
+    """
     from harness.eps.transforms import read_grey_map
 
     image_path, grey_maps, masks, num_classes = task
@@ -238,14 +242,17 @@ def _check_labels(labels_file: str, ids: Sequence[str], num_classes: int,
 def check_config(cfg, sample: Optional[int] = None, workers: int = 1) -> Problems:
     """Problems of every dataset the config reads (:func:`datasets_of`), at their ``data_root``.
 
+    With ``sample``, a result is cached for as long as the split files, labels files and folders
+    keep their modification times.
+
     Args:
         cfg: An MMEngine config (or its dict).
         sample: Read the pixels of at most this many ids per dataset (evenly spaced over its
             split); every id when None. Files and labels are checked for every id.
         workers: Processes reading the pixels.
 
-    With ``sample`` (the check before training), a result is reused while the split files,
-    labels files and folders are unchanged (same modification times).
+    Returns:
+        The problems found; false when there are none.
     """
     datasets = datasets_of(cfg)
     key = None

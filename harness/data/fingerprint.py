@@ -1,11 +1,8 @@
 """A cheap digest of a dataset folder that changes when its data does (the stage-1 cache key).
 
-A dataset written by :mod:`harness.data.synthetic` is named by its generator's version and
-settings (seed, sizes, error rates): the generator is deterministic, so a dataset regenerated
-with the same settings is the same data. Any other dataset is named by the path, size and
-modification time of every file under its folder (split lists, images, masks, saliency maps,
-label files), following symbolic links: stat calls only, no file is read. Adding, removing,
-rewriting or touching a file changes the digest.
+A :mod:`harness.data.synthetic` dataset (its ``dataset_info.json`` names that generator) is keyed
+by its generator version and config; any other folder by the relative path, size and mtime of
+every file under it, following symbolic links (stat calls only; no file is read).
 """
 import hashlib
 import json
@@ -18,8 +15,7 @@ INFO_FILE = 'dataset_info.json'
 
 
 def dataset_fingerprint(root: Union[str, Path]) -> str:
-    """A 16-hex-digit digest of the dataset in ``root`` (see the module docstring); ``'absent'``
-    for a folder that does not exist."""
+    """16-hex-digit digest of the dataset in ``root``; ``'absent'`` if ``root`` is not a folder."""
     root = Path(root)
     if not root.is_dir():
         return 'absent'
@@ -46,8 +42,8 @@ def _synthetic_generator(root: Path) -> Union[str, None]:
 
 
 def _file_stats(root: Path) -> Iterator[Tuple[str, int, int]]:
-    """``(path relative to root, size in bytes, mtime in ns)`` of every file under ``root``,
-    in sorted order; a folder reached twice through symbolic links is walked once."""
+    """``(path relative to root, size in bytes, mtime in ns)`` of every file under ``root``, sorted;
+    a folder reached twice through links is walked once; a dangling link gives size and mtime -1."""
     seen: Set[Tuple[int, int]] = set()
 
     def walk(folder: str, prefix: str) -> Iterator[Tuple[str, int, int]]:

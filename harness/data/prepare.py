@@ -2,9 +2,10 @@
 
 Command line::
 
-    python -m harness.data.prepare voc --voc VOC --sbd SBD --saliency SAL [--out DATA_ROOT]
+    python -m harness.data.prepare voc --voc VOC --sbd SBD --saliency SAL [--out DATA_ROOT] \\
+        [--workers N]
     python -m harness.data.prepare coco --train-images TRAIN --val-images VAL \\
-        --annotations ANN --saliency SAL [--out DATA_ROOT]
+        --annotations ANN --saliency SAL [--out DATA_ROOT] [--workers N]
 
 Every input is a folder or an archive as downloaded (tar, tgz or zip), read in place:
 
@@ -16,12 +17,10 @@ Every input is a folder or an archive as downloaded (tar, tgz or zip), read in p
   (``instances_{train,val}2014.json``).
 - ``SAL``: a folder or zip of ``<id>.png`` saliency maps (every training id needs one).
 
-The output layouts are those of ``mm_configs/_base_/datasets/{voc12aug,coco14}_*.py`` (see
-docs/data.md). Inputs are checked first: a missing or malformed one is refused (exit status 2,
-one line with the count and first examples of each kind of problem) before anything is written.
-Images are hard-linked (or symbolically linked across file systems) from input folders, written
-from archives. Running again on the same output keeps every file that is right, restores what is
-missing and rewrites what differs (counted in the summary).
+Writes the layouts of ``mm_configs/_base_/datasets/{voc12aug,coco14}_*.py`` (docs/data.md).
+Inputs are checked before anything is written: problems exit with status 2 and one line giving
+each kind's count and first examples. Images from input folders are hard-linked (symlinked
+across file systems). A rerun keeps right files, restores missing ones and rewrites others.
 """
 import argparse
 import functools
@@ -77,9 +76,14 @@ class Problems:
 class Source:
     """Read access to the files of a download: a folder, a tar archive (any compression) or a zip.
 
-    Member names are relative POSIX paths. An uncompressed tar or a zip is read at each member's
-    place; a compressed tar cannot be, so the members that ``keep(name)`` selects are read into
-    memory in one pass when it is opened.
+    Args:
+        path: The folder or archive.
+        what: Its name in error messages.
+        keep: For a compressed tar, which members (relative POSIX names) to read into memory
+            when it is opened; reading another raises InputError.
+
+    Raises:
+        InputError: ``path`` is not a folder, tar or zip archive.
     """
 
     def __init__(self, path: str, what: str, keep: Callable[[str], bool] = lambda name: True):
@@ -171,8 +175,8 @@ def _replace_with(target: Path, write: Callable[[Path], None]) -> None:
 
 
 def place_file(task: Tuple[Ref, str]) -> str:
-    """Puts a file at ``target``: a link to an input folder's file (a hard link, else a symbolic
-    one), else its bytes. Returns ``'kept'`` (already right), ``'written'`` or ``'replaced'``."""
+    """Puts ``ref``'s file at ``target``: from an input folder a hard link (else a symbolic one),
+    else its bytes. Returns ``'kept'`` (already right), ``'written'`` or ``'replaced'``."""
     ref, target = task
     target = Path(target)
     existed = target.exists()
@@ -316,7 +320,7 @@ class Writer:
         return results
 
     def files(self, step: str, contents: Dict[str, bytes]) -> None:
-        """Small files (lists, labels) given whole."""
+        """Writes small files (lists, labels) given as ``{path under root: bytes}``."""
         tasks = [(('bytes', data), str(self.root / name)) for name, data in contents.items()]
         self.run(step, place_file, tasks)
 
@@ -436,9 +440,8 @@ def coco_mask(objects: Sequence[Tuple[object, int, bool]], height: int,
     """The semantic mask (``uint8 [H, W]``) of an image's objects ``(segmentation, class index
     1..80, iscrowd)``.
 
-    Overlaps: objects are painted from the largest to the smallest (by pixel count, then in the
-    given order), so where objects overlap the smaller one is kept; crowd regions become 255
-    only where no object lies.
+    Where objects overlap the smaller one (by pixel count; ties: the later) wins; crowd regions
+    are 255 where no object lies.
     """
     mask = np.zeros((height, width), np.uint8)
     crowd = np.zeros((height, width), bool)

@@ -7,10 +7,12 @@ import numpy as np
 
 
 def parse_fraction(value: Union[str, float, int, Fraction]) -> float:
-    """A labelled fraction in [0, 1] from ``0.125``, ``'0.125'`` or ``'1/8'`` (0: no labelled
-    ids, i.e. WSSS; 1: fully supervised).
+    """The labelled fraction in [0, 1] of ``0.125``, ``'0.125'`` or ``'1/8'``.
 
-    Raises ``ValueError`` naming the value for anything else.
+    0 means no labelled ids (WSSS), 1 fully supervised.
+
+    Raises:
+        ValueError: naming ``value``, if it is not a number or ratio or lies outside [0, 1].
     """
     try:
         fraction = float(Fraction(str(value).strip()))
@@ -24,10 +26,13 @@ def parse_fraction(value: Union[str, float, int, Fraction]) -> float:
 
 
 def read_ids(path: Union[str, Path]) -> List[str]:
-    """Ids of a split file: one per line (``splits/pascal/1_8/labeled.txt`` style), blanks skipped.
+    """Ids of a split file (``splits/pascal/1_8/labeled.txt`` style), one per line, blanks skipped.
 
-    A line may hold more than the id (``JPEGImages/x.jpg SegmentationClass/x.png``, as some
-    semi-supervised code writes): the id is the file stem of its first field.
+    A line's id is the file stem of its first field (``JPEGImages/x.jpg SegmentationClass/x.png``
+    gives ``x``).
+
+    Raises:
+        FileNotFoundError: ``path`` is not a file.
     """
     path = Path(path)
     if not path.is_file():
@@ -37,12 +42,14 @@ def read_ids(path: Union[str, Path]) -> List[str]:
 
 def split_by_fraction(ids: Sequence[str], fraction: float,
                       seed: int) -> Tuple[List[str], List[str]]:
-    """``(labelled, unlabelled)`` ids: ``round(fraction * N)`` ids (at least one for a fraction
-    above 0; none for 0) are labelled.
+    """``(labelled, unlabelled)`` ids, each sorted; ``round(fraction * N)`` are labelled.
 
-    The choice depends only on (sorted ids, fraction, seed): a seeded permutation of the ids
-    whose first ``n`` are labelled, so that for one seed a smaller fraction's labelled set is a
-    subset of a larger one's. Both lists are returned sorted.
+    At least one is labelled for a fraction above 0, none for 0: the first ids of a permutation
+    of the sorted ids seeded by ``seed``. The split ignores the order of ``ids``, and for one seed
+    a smaller fraction's labelled ids are a subset of a larger one's.
+
+    Raises:
+        ValueError: ``fraction`` is invalid (see :func:`parse_fraction`).
     """
     fraction = parse_fraction(fraction)
     ordered = sorted(ids)
@@ -53,11 +60,11 @@ def split_by_fraction(ids: Sequence[str], fraction: float,
 
 
 def split_from_file(ids: Sequence[str], split_file: Union[str, Path]) -> Tuple[List[str], List[str]]:
-    """``(labelled, unlabelled)`` where the labelled ids are those listed in ``split_file``.
+    """``(labelled, unlabelled)`` ids, each sorted; labelled: those ``split_file`` lists.
 
-    Raises ``ValueError`` for a file that lists no id (a trial of it would have no labelled
-    image, which is WSSS: say ``task: wsss`` for that), or listing (a few of) the ids of the file
-    that are not in ``ids``.
+    Raises:
+        FileNotFoundError: ``split_file`` is not a file.
+        ValueError: it lists no id (for no labelled ids use ``task: wsss``), or ids not in ``ids``.
     """
     labelled = read_ids(split_file)
     if not labelled:
@@ -73,7 +80,7 @@ def split_from_file(ids: Sequence[str], split_file: Union[str, Path]) -> Tuple[L
 
 
 def write_ids(path: Union[str, Path], ids: Iterable[str]) -> Path:
-    """Writes one id per line; returns the path."""
+    """Writes ``ids`` to ``path``, one per line, creating its folder; returns ``path`` as a Path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(''.join(f'{i}\n' for i in ids))

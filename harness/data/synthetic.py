@@ -1,42 +1,35 @@
 """Small synthetic PASCAL-VOC-format dataset with imperfect saliency maps, for EPS/EPS++ work.
 
-Run ``python -m harness.data.synthetic --out data/shapes_voc`` or call :func:`ensure_dataset`.
-Files written under the output folder (VOC conventions, so the project's dataset class reads this
-set and real VOC alike):
+Usage (or call :func:`ensure_dataset` / :func:`generate_dataset`)::
 
-    JPEGImages/<id>.jpg                   RGB, JPEG quality 95, ids like ``shapes_000123``
-    SegmentationClass/<id>.png            palette PNG (VOC colormap), values 0 (background) .. 5
-    SALImages/<id>.png                    greyscale PNG, saliency 0..255 (divide by 255 for [0, 1])
-    SaliencyErrors/<id>.png               greyscale PNG, the injected error of each pixel:
-                                          0 none, 1 missing class, 2 missing object,
-                                          3 false object coverage (see ERROR_KINDS)
+    python -m harness.data.synthetic --out data/shapes_voc [--seed N] [--num-train N] \\
+        [--num-val N] [--image-size PX] [--missing-class-rate P] [--missing-object-rate P] \\
+        [--false-coverage-rate P]
+
+Files written under the output folder (VOC layout)::
+
+    JPEGImages/<id>.jpg          RGB, JPEG quality 95, ids like ``shapes_000123``
+    SegmentationClass/<id>.png   palette PNG (VOC colormap), 0 background, 1..5 classes
+    SALImages/<id>.png           greyscale PNG, saliency 0..255 (255 means 1)
+    SaliencyErrors/<id>.png      greyscale PNG, injected error per pixel (ERROR_KIND_VALUES):
+                                 0 none, 1 missing class, 2 missing object, 3 false coverage
     ImageSets/Segmentation/{train,val}.txt
-    cls_labels.npy                        {id: float32[5]} image-level labels, background excluded
-    dataset_info.json                     classes, palette, config, injected-error counts
+    cls_labels.npy               {id: float32[5]} image-level labels, background excluded
+    dataset_info.json            classes, palette, config, injected-error counts; written last,
+                                 so a folder holding it is a complete dataset
 
-``dataset_info.json`` is written last, and the whole set is built in a hidden sibling folder that is
-renamed to the final name at the end, so a folder with that file is a complete dataset.
+Images show 1-4 objects of 1-3 classes (disc, square, triangle, cross, ring) on textured
+backgrounds; half also show 1-2 distractors (grey/brown blobs, bars) labelled background.
+Saliency covers the visible class objects, with the errors the EPS papers name injected:
 
-Images show 1-4 objects of 1-3 of the classes (disc, square, triangle, cross, ring) on textured
-backgrounds, and in half of the images also 1-2 distractors (grey/brown blobs and bars) that belong
-to no class and are labelled background.
+- missing class: per image with >= 2 classes, with ``missing_class_rate``, one class is absent.
+- missing object: per object, with ``missing_object_rate``, only 25-60% of it (one side of a
+  random straight cut) is salient.
+- false coverage: per image, with ``false_coverage_rate``, a distractor (else a background
+  patch) is salient.
 
-The saliency map starts from the visible pixels of the class objects, receives the three kinds of
-error the EPS/EPS++ papers name, is blurred slightly and gets mild noise:
-
-- missing class, per image with at least two classes present: with probability
-  ``missing_class_rate`` every object of one present class (chosen uniformly) is absent from the
-  map. Single-class images are exempt: missing their only class would leave an empty map, which is
-  a failure of another kind (no pseudo-label at all) than the papers describe.
-- missing object, per object of the classes still salient: with probability ``missing_object_rate``
-  only 25-60% of the object's visible pixels stay salient: those on one side of a random straight
-  cut.
-- false object coverage, per image: with probability ``false_coverage_rate`` a non-target region is
-  salient: a distractor when the image has a visible one, otherwise a background patch.
-
-Every image draws its content and each kind of error from its own random stream, and every decision
-is drawn whatever the rate, so images and masks do not depend on the rates, and the errors of a
-lower rate are a subset of those of a higher rate for the same seed.
+Each image draws its content and each error kind from its own random stream, so images and masks
+do not depend on the rates, and for one seed a lower rate's errors are a subset of a higher's.
 """
 
 from __future__ import annotations
@@ -99,8 +92,10 @@ def _rate_field(default: float, help_text: str) -> float:
 class SyntheticConfig:
     """Settings of a synthetic dataset; the same settings give byte-identical files.
 
-    Integers are validated against their minimum, rates against [0, 1] (ValueError naming the key);
-    rates are stored as floats so that 1 and 1.0 describe the same dataset.
+    Rates are stored as floats (1 and 1.0 are the same dataset).
+
+    Raises:
+        ValueError: naming the field, for an integer below its minimum or a rate outside [0, 1].
     """
 
     seed: int = _int_field(0, 0, "random seed")
@@ -177,8 +172,7 @@ def _square(u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 
 def _triangle(u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    # Equilateral, circumradius 1.15: a bit larger than the unit circle so its area is not far
-    # below the other shapes'.
+    # Equilateral, circumradius 1.15, so its area is near the other shapes'.
     inside = np.ones(u.shape, dtype=bool)
     for normal in np.deg2rad([90.0, 210.0, 330.0]):
         inside &= u * np.cos(normal) + v * np.sin(normal) <= 0.575
@@ -395,8 +389,7 @@ def _visible_parts(footprints: list[tuple[int, np.ndarray]]) -> list[tuple[int, 
 
 
 class _Streams(NamedTuple):
-    """Independent random streams of one image, so that changing one error rate changes nothing
-    drawn for the content or for the other kinds of error."""
+    """Independent random streams of one image: content, one per error kind, noise."""
 
     content: np.random.Generator
     missing_class: np.random.Generator
@@ -628,12 +621,16 @@ def _dataset_info(
 
 
 def generate_dataset(out_dir: str | Path, config: SyntheticConfig = SyntheticConfig()) -> Path:
-    """Write the dataset of ``config`` to ``out_dir`` (created; it must not exist or be empty).
+    """Write the dataset of ``config`` to ``out_dir``, which must be absent or an empty folder.
 
-    The files are written into a hidden sibling folder renamed to ``out_dir`` at the end, so an
-    interrupted run never leaves a partial dataset under the final name. Raises FileExistsError
-    if ``out_dir`` is a file or a non-empty folder (including one another process completed
-    meanwhile). Returns ``out_dir`` as a Path.
+    Files go to a hidden sibling folder renamed to ``out_dir`` at the end, so ``out_dir`` never
+    holds a partial dataset.
+
+    Returns:
+        ``out_dir`` as a Path.
+
+    Raises:
+        FileExistsError: ``out_dir`` is a file or a non-empty folder (also if filled meanwhile).
     """
     out = Path(out_dir)
     _refuse_occupied(out)
@@ -652,9 +649,11 @@ def generate_dataset(out_dir: str | Path, config: SyntheticConfig = SyntheticCon
 def ensure_dataset(out_dir: str | Path, config: SyntheticConfig = SyntheticConfig()) -> Path:
     """Return ``out_dir`` holding the dataset of ``config``, generating it if it is absent.
 
-    Safe to call from parallel processes: the ones that lose the race to create it accept the
-    winner's dataset. Raises ValueError if the folder holds a dataset of other settings or of
-    another generator version, and FileExistsError if it holds something else.
+    Safe from parallel processes: those that lose the race to create it use the winner's dataset.
+
+    Raises:
+        ValueError: ``out_dir`` holds a dataset of other settings or another generator version.
+        FileExistsError: ``out_dir`` holds something else.
     """
     out = Path(out_dir)
     if not (out / INFO_FILE).is_file():
@@ -688,9 +687,10 @@ def _move_into_place(staging: Path, out: Path) -> None:
 def check_dataset(out_dir: str | Path) -> dict:
     """Return the settings (``asdict(SyntheticConfig)``) of the dataset in ``out_dir``.
 
-    Checks only, writes nothing. Raises ValueError, naming the folder, unless it holds a complete
-    dataset of this code's GENERATOR_VERSION (an older one lacks files that the configs read, such
-    as SaliencyErrors/); a dataset of any settings passes.
+    Writes nothing; a dataset of any settings passes.
+
+    Raises:
+        ValueError: naming the folder, unless it holds a complete dataset of GENERATOR_VERSION.
     """
     out = Path(out_dir)
     try:
