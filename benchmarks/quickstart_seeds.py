@@ -19,7 +19,6 @@ The tables hold this run's trials only. Prints:
    injected error kind and the share of the dropped region on each.
 """
 import argparse
-import dataclasses
 import json
 import statistics
 import sys
@@ -97,7 +96,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument('--out', type=Path, default=PROJECT_ROOT / 'outputs' / 'quickstart_seeds')
     args = parser.parse_args(argv)
     try:
-        sweep = dataclasses.replace(load_sweep(args.sweep_file.resolve()), seeds=args.seeds)
+        sweep = load_sweep(args.sweep_file.resolve()).model_copy(update={'seeds': args.seeds})
         check_folder_argument(args.out, '--out')
     except InvalidSetting as error:
         parser.exit(2, f'error: {error}\n')

@@ -10,7 +10,6 @@ import dataclasses
 import itertools
 import math
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import (Annotated, Any, Dict, Iterator, List, Literal, Mapping, Optional, Tuple, Type,
                     Union)
@@ -158,40 +157,25 @@ class SweepFile(_Settings):
 SWEEP_KEYS = tuple(SweepFile.model_fields)
 
 
-@dataclass(frozen=True)
-class SweepConfig:
-    """A validated sweep file. Paths are absolute (resolved against the working directory).
+class SweepConfig(SweepFile):
+    """A validated sweep file (:class:`SweepFile`) ready to run: paths absolute (resolved against
+    the working directory), the search space parsed, the fixed trial values apart.
 
     Attributes:
-        name: The sweep's name: its folder under ``storage_path`` and default MLflow experiment.
         source: The sweep file.
         spec: Fixed :class:`~harness.trial.TrialSpec` values (canonical key names).
         search_space: ``key -> (distribution, values)``; ``values`` is the list of
             ``grid_search`` / ``choice`` or the ``[low, high]`` of ``uniform`` / ``loguniform``.
-        overrides: Fixed overrides of every trial (spec keys or ``stageN.<cfg key>``).
-        seeds: Seeds every point of the search space runs with (a grid axis), or None.
-        num_samples: Tune's ``num_samples``: repeats of the grid / samples of the distributions.
         working_dir: The folder the sweep was started from; relative paths inside the MMEngine
             configs (``data_root``) are relative to it, in the workers too.
         raw: The file's content as read, stored with the sweep so a resume can compare it.
     """
 
-    name: str
     source: str
     spec: Dict[str, Any]
     search_space: Dict[str, Tuple[str, List[Any]]]
-    overrides: Dict[str, Any]
-    seeds: Optional[List[int]]
-    num_samples: int
-    resources: Resources
-    max_concurrent_trials: Optional[int]
-    scheduler: Scheduler
-    storage_path: str
-    mlflow: MlflowSettings
-    ray: RaySettings
-    failure: FailureSettings
-    working_dir: str = field(default_factory=lambda: str(Path.cwd()))
-    raw: Dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+    working_dir: str = Field(default_factory=lambda: str(Path.cwd()))
+    raw: Dict[str, Any] = Field(default_factory=dict, repr=False)
 
     @property
     def experiment_dir(self) -> Path:
