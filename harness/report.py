@@ -77,10 +77,11 @@ def load_trials(name: str, tracking_uri: str) -> Tuple[Any, List[TrialRecord]]:
     experiment_ids = ([experiment.experiment_id] if experiment is not None else
                       [e.experiment_id for e in client.search_experiments()])
     role = f"tags.`{ROLE_TAG}` = 'sweep'"
-    latest: Dict[str, Any] = {'order_by': ['attributes.start_time DESC'], 'max_results': 1}
-    parents = client.search_runs(experiment_ids, f"{role} and tags.sweep_name = '{name}'", **latest)
+    newest = {'order_by': ['attributes.start_time DESC'], 'max_results': 1}
+    parents = client.search_runs(experiment_ids, f"{role} and tags.sweep_name = '{name}'",
+                                 **newest)
     if not parents and experiment is not None:
-        parents = client.search_runs(experiment_ids, role, **latest)
+        parents = client.search_runs(experiment_ids, role, **newest)
     if not parents:
         known = sorted({run.data.tags.get('sweep_name', '?') for run in client.search_runs(
             [e.experiment_id for e in client.search_experiments()], role)})
