@@ -12,6 +12,7 @@ MLflow parent run), ``trials/<trial id>/`` (work dirs and ``worker-<rank>.log``)
 (shared stage-1 runs), ``train/<trial id>/`` (Ray Train runs) and Tune's state.
 """
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -20,9 +21,10 @@ import shlex
 import signal
 import socket
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from harness.sweep_config import (TRAINABLE_CPUS, SweepConfig, SweepConfigError, check_resources,
                                   check_grid, grid_axes, load_sweep)
@@ -37,6 +39,7 @@ FINAL_RESULT_KEY = 'time/stage2_s'  # only the last report of a trial (run_trial
 # ending) before the trial fails as "in use".
 TRIAL_LOCK_WAIT_S = 60.0
 INTERRUPTED_EXIT_STATUS = 128 + signal.SIGINT  # as a shell reports a command ended by Ctrl-C
+ORPHANED_GROUPS_EVERY_S = 10.0  # how often a running trial looks for lost controllers' groups
 
 
 def train_func(config: Dict[str, Any]) -> None:
@@ -163,8 +166,39 @@ def tune_trial(config: Dict[str, Any], sweep: SweepConfig, tracking: Dict[str, s
             name=trial_id, storage_path=str(sweep.experiment_dir / 'train'),
             failure_config=FailureConfig(max_failures=sweep.failure.max_failures),
             callbacks=[TuneReportCallback()]))
+    with orphaned_placement_groups_removed():
+        trainer.fit()
+
+
+@contextlib.contextmanager
+def orphaned_placement_groups_removed(
+        every_s: float = ORPHANED_GROUPS_EVERY_S) -> Iterator[None]:
+    """Runs :func:`remove_orphaned_placement_groups` on entry, then every ``every_s`` seconds in
+    a thread of its own until the block ends.
+
+    Ray knows that a node is lost only once its health checks have failed, seconds after the
+    loss. A trial restarted in that time still finds its lost controller alive; when the node is
+    then marked dead, Ray moves that controller's group to a node that is left, where it can take
+    the CPUs the restarted trial's workers wait for. Looking again while the trial runs frees them.
+    """
     remove_orphaned_placement_groups()
-    trainer.fit()
+    stop = threading.Event()
+
+    def remove_until_stopped() -> None:
+        while not stop.wait(every_s):
+            try:
+                remove_orphaned_placement_groups()
+            except Exception as error:  # the GCS out of reach for a moment: look again later
+                print(f'could not look for orphaned placement groups: {error}', file=sys.stderr)
+
+    watcher = threading.Thread(target=remove_until_stopped, name='orphaned-placement-groups',
+                               daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        watcher.join()
 
 
 def remove_orphaned_placement_groups() -> List[str]:

@@ -154,11 +154,13 @@ def test_a_trial_whose_node_is_lost_resumes_on_another_node_as_if_uninterrupted(
 
 def test_placement_groups_of_dead_actors_are_removed_and_the_drivers_kept(nodes):
     """A Train controller's placement group outlives the controller (lost with its node); the
-    driver's (Tune's) groups have no creator actor and must stay."""
+    driver's (Tune's) groups have no creator actor and must stay. While a trial runs, the group
+    of a controller that dies later is removed too: Ray may mark a lost node dead only after the
+    restarted trial has started."""
     import ray
     from ray.util.placement_group import placement_group, placement_group_table
 
-    from harness.sweep import remove_orphaned_placement_groups
+    from harness.sweep import orphaned_placement_groups_removed, remove_orphaned_placement_groups
 
     @ray.remote(num_cpus=0)
     class Creator:
@@ -166,6 +168,9 @@ def test_placement_groups_of_dead_actors_are_removed_and_the_drivers_kept(nodes)
             group = placement_group([{'CPU': 0.1}])
             ray.get(group.ready())
             return group.id.hex()
+
+    def state(group_id: str) -> str:
+        return placement_group_table()[group_id]['state']
 
     ray.init(address=nodes.start_head(num_cpus=1), log_to_driver=False)
     try:
@@ -177,8 +182,15 @@ def test_placement_groups_of_dead_actors_are_removed_and_the_drivers_kept(nodes)
         # the GCS marks the killed creator dead shortly after
         removed = wait_for(remove_orphaned_placement_groups, 60, 'an orphaned placement group')
         assert removed == [orphaned]
-        states = {group_id: placement_group_table()[group_id]['state']
-                  for group_id in (orphaned, alive, drivers.id.hex())}
+        states = {group_id: state(group_id) for group_id in (orphaned, alive, drivers.id.hex())}
         assert states == {orphaned: 'REMOVED', alive: 'CREATED', drivers.id.hex(): 'CREATED'}
+
+        with orphaned_placement_groups_removed(every_s=0.5):
+            late = Creator.remote()
+            late_group = ray.get(late.create.remote())
+            ray.kill(late)
+            wait_for(lambda: state(late_group) == 'REMOVED', 60,
+                     'the group of a creator that died while the trial ran')
+        assert (state(alive), state(drivers.id.hex())) == ('CREATED', 'CREATED')
     finally:
         ray.shutdown()
