@@ -18,6 +18,8 @@ SHORT_NAMES = {'fraction': 'labelled_fraction', 'threshold': 'saliency_threshold
 STAGES = ('stage1', 'stage2')
 # Seeds go to numpy, torch and Python's random: numpy takes 0 <= seed < 2**32.
 SEED_LIMIT = 2**32
+# Keys holding paths: resolved before they travel to Ray workers, which run elsewhere.
+PATH_KEYS = ('stage1_config', 'stage2_config', 'split_file', 'data_root')
 
 
 @dataclass
@@ -105,10 +107,7 @@ class TrialSpec:
 
     def resolved(self) -> 'TrialSpec':
         """A copy whose paths are absolute (Ray workers run in other directories)."""
-        return dataclasses.replace(
-            self, stage1_config=absolute(self.stage1_config),
-            stage2_config=absolute(self.stage2_config), split_file=absolute(self.split_file),
-            data_root=absolute(self.data_root))
+        return dataclasses.replace(self, **{key: absolute(getattr(self, key)) for key in PATH_KEYS})
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)

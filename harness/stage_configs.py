@@ -3,7 +3,7 @@
 Building them reads the config files, the split file and the training ids, and writes nothing.
 """
 from pathlib import Path
-from typing import Any, List, Tuple
+from typing import Any, Dict, Iterator, List, Tuple
 
 from mmengine.config import Config
 
@@ -48,19 +48,10 @@ def replace_sync_bn(cfg: Config) -> List[str]:
         The dotted keys it changed (``model.backbone.norm_cfg``, ...).
     """
     changed: List[str] = []
-
-    def visit(node: Any, key: str) -> None:
-        if isinstance(node, dict):
-            if node.get('type') in SYNC_BN_TYPES:
-                node['type'] = 'BN'
-                changed.append(key)
-            for name, value in node.items():
-                visit(value, f'{key}.{name}')
-        elif isinstance(node, list):
-            for index, value in enumerate(node):
-                visit(value, f'{key}.{index}')
-
-    visit(cfg.get('model'), 'model')
+    for node, key in _mappings(cfg.get('model'), 'model'):
+        if node.get('type') in SYNC_BN_TYPES:
+            node['type'] = 'BN'
+            changed.append(key)
     return changed
 
 
@@ -100,16 +91,20 @@ def data_root_of(spec: TrialSpec, cfg: Config) -> str:
 
 def set_data_root(cfg: Config, data_root: str) -> None:
     """Points every ``data_root`` of the config (dataloaders, hooks, templates) at one folder."""
-    def visit(node: Any) -> None:
-        if isinstance(node, dict):
+    for key in list(cfg.keys()):
+        for node, _ in _mappings(cfg[key], key):
             if 'data_root' in node:
                 node['data_root'] = data_root
-            for value in node.values():
-                visit(value)
-        elif isinstance(node, list):
-            for value in node:
-                visit(value)
-
-    for key in list(cfg.keys()):
-        visit(cfg[key])
     cfg.data_root = data_root
+
+
+def _mappings(node: Any, key: str) -> Iterator[Tuple[Dict[str, Any], str]]:
+    """Every dict in ``node`` (itself included, lists entered) with its dotted key below ``key``;
+    a dict may be changed in place before the walk enters it."""
+    if isinstance(node, dict):
+        yield node, key
+        for name, value in node.items():
+            yield from _mappings(value, f'{key}.{name}')
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _mappings(value, f'{key}.{index}')

@@ -16,12 +16,12 @@ from typing import (Annotated, Any, Dict, Iterator, List, Literal, Mapping, Opti
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from harness.spec import SEED_LIMIT, SHORT_NAMES, STAGES, TrialSpec, canonical_keys, spec_keys
+from harness.spec import (PATH_KEYS, SEED_LIMIT, SHORT_NAMES, STAGES, TrialSpec, canonical_keys,
+                          spec_keys)
 from harness.strict_json import is_number
 from harness.tracking import default_tracking_uri
-from harness.validation import (InvalidSetting, check_storage_path, message_of, read_yaml,
-                                sync_bn_warning)
-from harness.validation import check_trials
+from harness.validation import (InvalidSetting, check_storage_path, check_trials, message_of,
+                                read_yaml, sync_bn_warning)
 
 DISTRIBUTIONS = ('grid_search', 'choice', 'uniform', 'loguniform')
 # The Tune trial only drives its TorchTrainer; the CPUs belong to the Train workers. A non-zero
@@ -31,9 +31,6 @@ DEFAULT_STORAGE_PATH = 'outputs/sweeps'
 # The most grid points a sweep may have: every one is built and checked before the sweep starts
 # (seconds per hundred points: docs/benchmarks.md), and each grid_search point is a trial.
 MAX_GRID_POINTS = 500
-# TrialSpec keys holding paths: resolved against the driver's working directory before they
-# travel to Ray workers, which run elsewhere.
-PATH_KEYS = ('stage1_config', 'stage2_config', 'split_file', 'data_root')
 
 
 class SweepConfigError(InvalidSetting):
@@ -214,8 +211,7 @@ def parse_sweep(raw: Mapping[str, Any], source: str, storage_path: Optional[str]
     """Builds a :class:`SweepConfig` from the mapping of a sweep file (see :func:`load_sweep`)."""
     valid_spec_keys = spec_keys()
     raw = dict(raw)
-    unknown = [key for key in raw if key not in SWEEP_KEYS and key not in valid_spec_keys
-               and key not in SHORT_NAMES]
+    unknown = [key for key in raw if key not in {*SWEEP_KEYS, *valid_spec_keys, *SHORT_NAMES}]
     if unknown:
         raise SweepConfigError(
             f'{source}: unknown key(s) {unknown}; valid keys: sweep settings {list(SWEEP_KEYS)} '
@@ -231,7 +227,7 @@ def parse_sweep(raw: Mapping[str, Any], source: str, storage_path: Optional[str]
     spec = {f.name: f.default for f in dataclasses.fields(TrialSpec)
             if f.name in PATH_KEYS and isinstance(f.default, str)}
     spec.update((SHORT_NAMES.get(key, key), value) for key, value in raw.items()
-                if key in valid_spec_keys or key in SHORT_NAMES)
+                if key not in SWEEP_KEYS)
     spec = {key: _absolute_if_path(key, value) for key, value in spec.items()}
     search_space = _search_space(file.search_space, source)
     overrides = {key: _absolute_if_path(key, value) for key, value in file.overrides.items()}
@@ -239,13 +235,18 @@ def parse_sweep(raw: Mapping[str, Any], source: str, storage_path: Optional[str]
     if both:
         raise SweepConfigError(f'{source}: {both} set both in overrides and in search_space; '
                                'keep each key in one of them')
-    _check_seeds(file.seeds, spec, search_space, overrides, source)
-    sampled = [key for key, (distribution, _) in search_space.items()
-               if distribution != 'grid_search']
+    if file.seeds is not None:
+        _require(len(set(file.seeds)) == len(file.seeds), source, 'seeds', file.seeds,
+                 'distinct seeds (a repeated seed trains the same trial twice)')
+        for where, keys in (('a fixed value', spec), ('search_space', search_space),
+                            ('overrides', overrides)):
+            if 'seed' in keys:
+                raise SweepConfigError(f'{source}: seed is set both by seeds and in {where}; '
+                                       'keep one of them')
+    sampled = any(distribution != 'grid_search' for distribution, _ in search_space.values())
     _require(file.num_samples == 1 or sampled, source, 'num_samples', file.num_samples,
              '1 for a sweep without choice / uniform / loguniform axes: every repeat of a grid '
              'point would train the same trial (for repeats, use seeds: [0, 1, ...])')
-    ray_settings = file.ray if address is None else file.ray.model_copy(update={'address': address})
     storage = storage_path or file.storage_path
     _require('://' not in storage, source, 'storage_path', storage,
              'a folder path (shared by all nodes, e.g. NFS): trials keep their work dirs there')
@@ -253,12 +254,10 @@ def parse_sweep(raw: Mapping[str, Any], source: str, storage_path: Optional[str]
         check_storage_path(storage)
     except InvalidSetting as error:
         raise SweepConfigError(f'{source}: {error}') from error
-    return SweepConfig(
-        name=file.name, source=source, spec=spec, search_space=search_space, overrides=overrides,
-        seeds=file.seeds, num_samples=file.num_samples, resources=file.resources,
-        max_concurrent_trials=file.max_concurrent_trials, scheduler=file.scheduler,
-        storage_path=str(Path(storage).resolve()), mlflow=file.mlflow, ray=ray_settings,
-        failure=file.failure, raw=dict(raw))
+    ray = file.ray if address is None else file.ray.model_copy(update={'address': address})
+    return SweepConfig(**{**dict(file), 'source': source, 'spec': spec, 'ray': ray,
+                          'search_space': search_space, 'overrides': overrides,
+                          'storage_path': str(Path(storage).resolve()), 'raw': raw})
 
 
 def grid_axes(sweep: SweepConfig) -> Dict[str, List[Any]]:
@@ -352,13 +351,12 @@ def check_resources(sweep: SweepConfig, nodes: List[Dict[str, float]], where: st
         SweepConfigError: naming the resource key, what it asks for and what there is.
     """
     resources = sweep.resources
-    wants = {'CPU': resources.cpus_per_worker, 'GPU': resources.gpus_per_worker}
-    keys = {'CPU': 'resources.cpus_per_worker', 'GPU': 'resources.gpus_per_worker'}
-    for name, amount in wants.items():
+    for name, key in (('CPU', 'cpus_per_worker'), ('GPU', 'gpus_per_worker')):
+        amount = getattr(resources, key)
         largest = max((node.get(name, 0.0) for node in nodes), default=0.0)
         if amount > largest:
             raise SweepConfigError(
-                f'{sweep.source}: {keys[name]}: {amount:g} {name}(s) per worker, but no node of '
+                f'{sweep.source}: resources.{key}: {amount:g} {name}(s) per worker, but no node of '
                 f'{where} has that many (the largest has {largest:g}); Ray would leave the trials '
                 f'PENDING forever. Lower it or run on a cluster that has them (--address)')
         total = sum(node.get(name, 0.0) for node in nodes)
@@ -366,8 +364,8 @@ def check_resources(sweep: SweepConfig, nodes: List[Dict[str, float]], where: st
         if needed > total:
             raise SweepConfigError(
                 f'{sweep.source}: one trial needs resources.num_workers {resources.num_workers} x '
-                f'{keys[name].split(".")[1]} {amount:g} = {needed:g} {name}(s), but {where} has '
-                f'{total:g}; Ray would leave the trials PENDING forever')
+                f'{key} {amount:g} = {needed:g} {name}(s), but {where} has {total:g}; Ray would '
+                'leave the trials PENDING forever')
     # A worker's CPUs and GPUs come from one node: enough in total can still be too few per node.
     fits = sum(_workers_that_fit(node, resources.cpus_per_worker, resources.gpus_per_worker)
                for node in nodes)
@@ -414,20 +412,6 @@ def _search_space(raw: Dict[str, Any], source: str) -> Dict[str, Tuple[str, List
     return space
 
 
-def _check_seeds(seeds: Optional[List[int]], spec: Mapping[str, Any],
-                 search_space: Mapping[str, Any], overrides: Mapping[str, Any],
-                 source: str) -> None:
-    if seeds is None:
-        return
-    _require(len(set(seeds)) == len(seeds), source, 'seeds', seeds,
-             'distinct seeds (a repeated seed trains the same trial twice)')
-    for where, keys in (('a fixed value', spec), ('search_space', search_space),
-                        ('overrides', overrides)):
-        if 'seed' in keys:
-            raise SweepConfigError(f'{source}: seed is set both by seeds and in {where}; '
-                                   'keep one of them')
-
-
 def _check_scheduler(scheduler: Scheduler, raw: Mapping[str, Any], source: str) -> None:
     if scheduler.type == 'asha':
         for key in ('grace_period', 'max_t'):
@@ -449,12 +433,11 @@ def _validated(model: Type[_Settings], raw: Mapping[str, Any], source: str) -> A
         problem = error.errors()[0]
     owner, value, path, field = model, raw, [], None
     for part in problem['loc']:  # down through the sections to the field that failed
-        if not (isinstance(value, dict) and isinstance(part, str) and part in owner.model_fields):
+        if not (isinstance(value, dict) and part in owner.model_fields):
             break
         field, value = owner.model_fields[part], value.get(part)
         path.append(part)
-        if not (isinstance(field.annotation, type) and issubclass(field.annotation, _Settings)
-                and isinstance(value, dict)):
+        if not (isinstance(field.annotation, type) and issubclass(field.annotation, _Settings)):
             break
         owner = field.annotation
     where = '.'.join(path)

@@ -8,7 +8,6 @@ import math
 import os
 import shutil
 import tempfile
-import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -282,9 +281,8 @@ def check_tracking_uri(uri: str, create: bool, key: str = 'mlflow.tracking_uri')
     elif uri.startswith(('http://', 'https://')):
         health = uri.rstrip('/') + '/health'
         try:
-            with urllib.request.urlopen(health, timeout=SERVER_TIMEOUT_S):
-                pass
-        except (urllib.error.URLError, OSError) as error:
+            urllib.request.urlopen(health, timeout=SERVER_TIMEOUT_S).close()
+        except OSError as error:  # URLError and timeouts included
             reason = getattr(error, 'reason', error)
             raise InvalidSetting(f'{key} {uri}: the MLflow server did not answer {health} '
                                  f'within {SERVER_TIMEOUT_S:g} s ({reason}); start it '
@@ -389,10 +387,10 @@ def _check_stage2_init(spec: TrialSpec, cfg1: Config, cfg2: Config, where: str) 
     """With ``stage2_init_from_stage1``, the two backbones must be one architecture."""
     if not spec.stage2_init_from_stage1:
         return
-    backbones = [{key: value for key, value in cfg.model.backbone.items()
-                  if key not in BACKBONE_KEYS_WITHOUT_WEIGHTS} for cfg in (cfg1, cfg2)]
-    differing = sorted(key for key in set(backbones[0]) | set(backbones[1])
-                       if backbones[0].get(key) != backbones[1].get(key))
+    first, second = ({key: value for key, value in cfg.model.backbone.items()
+                      if key not in BACKBONE_KEYS_WITHOUT_WEIGHTS} for cfg in (cfg1, cfg2))
+    differing = sorted(key for key in first.keys() | second.keys()
+                       if first.get(key) != second.get(key))
     if differing:
         raise InvalidSetting(
             f'{where}: stage2_init_from_stage1 is set, but the backbones of {spec.stage1_config} '
