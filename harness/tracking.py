@@ -69,32 +69,25 @@ def default_tracking_uri(storage_path: str) -> str:
 def start_sweep_run(tracking_uri: str, experiment_name: str, sweep_name: str,
                     params: Mapping[str, Any], artifacts: List[Path]) -> TrackingTarget:
     """Creates the experiment (if new) and the sweep's parent run; returns the target."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri)
+    client = _client(tracking_uri)
     experiment = client.get_experiment_by_name(experiment_name)
-    experiment_id = (experiment.experiment_id if experiment is not None else
-                     client.create_experiment(experiment_name,
-                                              artifact_location=_artifact_root(tracking_uri)))
+    experiment_id = experiment.experiment_id if experiment is not None else (
+        client.create_experiment(experiment_name, artifact_location=_artifact_root(tracking_uri)))
     commit = git_commit()
-    run = client.create_run(experiment_id, run_name=sweep_name, tags={
-        ROLE_TAG: 'sweep', 'sweep_name': sweep_name, 'git_commit': commit})
-    _log_params(client, run.info.run_id, params)
+    run_id = client.create_run(experiment_id, run_name=sweep_name, tags={
+        ROLE_TAG: 'sweep', 'sweep_name': sweep_name, 'git_commit': commit}).info.run_id
+    _log_params(client, run_id, params)
     for path in artifacts:
-        client.log_artifact(run.info.run_id, str(path))
-    return TrackingTarget(tracking_uri, experiment_id, run.info.run_id, sweep_name, commit)
+        client.log_artifact(run_id, str(path))
+    return TrackingTarget(tracking_uri, experiment_id, run_id, sweep_name, commit)
 
 
 def set_sweep_status(target: TrackingTarget, status: str) -> None:
     """Marks the parent run ``'RUNNING'`` (a resumed sweep), ``'FINISHED'``, ``'FAILED'`` or
     ``'KILLED'`` (interrupted)."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient(target.tracking_uri)
-    if status == 'RUNNING':
-        client.update_run(target.parent_run_id, status=status)
-    else:
-        client.set_terminated(target.parent_run_id, status=status)
+    client = _client(target.tracking_uri)
+    mark = client.update_run if status == 'RUNNING' else client.set_terminated
+    mark(target.parent_run_id, status=status)
 
 
 def end_trial_runs(target: TrackingTarget, statuses: Mapping[str, str],
@@ -103,9 +96,7 @@ def end_trial_runs(target: TrackingTarget, statuses: Mapping[str, str],
     never ends its run) by their trial's status in ``statuses`` (trial id -> ``'FAILED'``,
     ``'INTERRUPTED'``, ``'STOPPED'``; ``default`` if absent; ``'FINISHED'`` ones are left alone):
     ``FAILED``, or ``KILLED`` with the status in tag :data:`STATUS_TAG`. Returns their trial ids."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient(target.tracking_uri)
+    client = _client(target.tracking_uri)
     running = client.search_runs([target.experiment_id], filter_string=(
         f"tags.`{PARENT_TAG}` = '{target.parent_run_id}' and attributes.status = 'RUNNING'"),
         max_results=50000)
@@ -229,21 +220,13 @@ def deliver(journal: Journal, client: Any = None) -> int:
     Raises:
         StoreUnreachable: the store did not answer; what was sent before stays sent.
     """
-    from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     _, run_id = journal.sent()
     operations = journal.pending()
-    index = 0
-    while index < len(operations):
-        group = [operations[index]]
-        while (group[-1][1]['op'] == 'log_batch' and index + len(group) < len(operations)
-               and operations[index + len(group)][1]['op'] == 'log_batch'
-               and sum(len(op['metrics']) for _, op in group) < BATCH_METRICS):
-            group.append(operations[index + len(group)])
-        operation = _merged([op for _, op in group])
+    for offset, operation in _merged(operations):
         if client is None:
-            client = MlflowClient(_target_of(journal)['tracking_uri'])
+            client = _client(_target_of(journal)['tracking_uri'])
         try:
             run_id = _send(client, operation, run_id)
         except Exception as error:
@@ -252,8 +235,7 @@ def deliver(journal: Journal, client: Any = None) -> int:
                 raise StoreUnreachable(str(error)) from error
             print(f'MLflow refused {operation["op"]} of {journal.path}: {error}; skipped',
                   file=sys.stderr, flush=True)
-        journal.mark_sent(group[-1][0], run_id)
-        index += len(group)
+        journal.mark_sent(offset, run_id)
     return len(operations)
 
 
@@ -292,7 +274,6 @@ class TrialRun:
     """
 
     def __init__(self, journal: Journal, tracking_uri: str) -> None:
-        from mlflow import MlflowClient
         from mlflow.environment_variables import MLFLOW_HTTP_REQUEST_MAX_RETRIES
 
         self.journal = journal
@@ -305,7 +286,7 @@ class TrialRun:
         self._tried = threading.Event()  # a first delivery was tried
         # Read by MLflow at each call.
         os.environ.setdefault(MLFLOW_HTTP_REQUEST_MAX_RETRIES.name, str(WRITER_HTTP_RETRIES))
-        self._client = MlflowClient(tracking_uri)
+        self._client = _client(tracking_uri)
         # First delivery in this thread: MLflow's imports in the writer thread, racing the
         # training thread's (distutils' import hook holds the global import lock), can deadlock.
         if _store_answers(tracking_uri):
@@ -330,12 +311,10 @@ class TrialRun:
         overrides as params, once the store answers. The journal lies in ``work_dir`` (default: a
         new temporary folder)."""
         target = TrackingTarget(**target)
-        journal = Journal(Path(work_dir) if work_dir is not None else
-                          Path(tempfile.mkdtemp(prefix='mlflow-journal-')))
+        journal = Journal(work_dir if work_dir is not None else
+                          tempfile.mkdtemp(prefix='mlflow-journal-'))
         journal.append({'op': 'open', 'target': target.to_dict(), 'trial_id': trial_id,
-                        'run_name': run_name,
-                        'params': {key: _param_value(value)
-                                   for key, value in sorted(flatten(overrides).items())},
+                        'run_name': run_name, 'params': _param_values(overrides),
                         'tags': {key: str(value) for key, value in tags.items()}})
         run = cls(journal, target.tracking_uri)
         run._wake.set()
@@ -370,11 +349,11 @@ class TrialRun:
         """Logs ``run_trial``'s final metrics, the trial's artifacts and the tag
         :data:`STAGE1_RUN_TAG` (the stage-1 folder name, a digest of its config)."""
         self.log_metrics(result)
-        self.set_tags({STAGE1_RUN_TAG: Path(result['stage1_config']).parent.name})
-        grid = write_pseudo_mask_grid(Path(result['stage1_config']),
-                                      float(result['saliency_threshold']),
+        stage1_config = Path(result['stage1_config'])
+        self.set_tags({STAGE1_RUN_TAG: stage1_config.parent.name})
+        grid = write_pseudo_mask_grid(stage1_config, float(result['saliency_threshold']),
                                       Path(work_dir) / 'pseudo_masks.png')
-        self.log_artifact(result['stage1_config'], 'configs')
+        self.log_artifact(stage1_config, 'configs')
         self.log_artifact(result['stage2_config'], 'configs')
         self.log_artifact(Path(result['split_file']).parent, 'splits')
         self.log_artifact(grid)
@@ -421,7 +400,7 @@ class TrialRun:
         delay = 0.0
         with self.journal.delivering(wait=True):
             while True:
-                self._wake.wait(None if delay == 0 else delay)
+                self._wake.wait(delay or None)  # 0: until woken
                 self._wake.clear()
                 stopping = self._stop.is_set()
                 self._deliver()
@@ -429,6 +408,12 @@ class TrialRun:
                 self._tried.set()
                 if stopping:
                     return
+
+
+def _client(tracking_uri: str) -> Any:
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri)
 
 
 def _store_answers(tracking_uri: str) -> bool:
@@ -448,12 +433,23 @@ def _target_of(journal: Journal) -> Dict[str, str]:
         return json.loads(handle.readline())['target']
 
 
-def _merged(operations: List[Dict[str, Any]]) -> Dict[str, Any]:
-    """One operation; consecutive ``log_batch`` operations as one."""
-    if len(operations) == 1:
-        return operations[0]
-    return {'op': 'log_batch', **{field: [item for op in operations for item in op[field]]
-                                  for field in ('metrics', 'params', 'tags')}}
+def _merged(
+        operations: List[Tuple[int, Dict[str, Any]]]) -> Iterator[Tuple[int, Dict[str, Any]]]:
+    """``operations`` (each with the offset after it) merged lazily as :func:`deliver` sends them:
+    a ``log_batch`` takes the next ``log_batch`` while it holds < :data:`BATCH_METRICS` points."""
+    if not operations:
+        return
+    offset, merged = operations[0]
+    for next_offset, operation in operations[1:]:
+        if (merged['op'] == 'log_batch' == operation['op']
+                and len(merged['metrics']) < BATCH_METRICS):
+            merged = {'op': 'log_batch', **{field: merged[field] + operation[field]
+                                            for field in ('metrics', 'params', 'tags')}}
+        else:
+            yield offset, merged
+            merged = operation
+        offset = next_offset
+    yield offset, merged
 
 
 def _send(client: Any, operation: Mapping[str, Any], run_id: Optional[str]) -> str:
@@ -484,8 +480,7 @@ def _send(client: Any, operation: Mapping[str, Any], run_id: Optional[str]) -> s
 
 
 def _open_child_run(client: Any, operation: Mapping[str, Any]) -> str:
-    """Finds (and marks RUNNING again) or creates the trial's child run; logs the params it
-    lacks."""
+    """Finds (and marks RUNNING again) or creates the trial's child run; logs missing params."""
     target = TrackingTarget(**operation['target'])
     trial_id = operation['trial_id']
     found = client.search_runs([target.experiment_id], filter_string=(
@@ -520,9 +515,8 @@ def write_pseudo_mask_grid(stage1_config: Path, threshold: float, out_path: Path
     from PIL import Image
 
     cfg = Config.fromfile(str(stage1_config))
-    data_root = Path(cfg.data_root)
     image_dir, truth_dir = _pseudo_mask_split(cfg)
-    saliency_dir = data_root / cfg.train_dataloader.dataset.data_prefix['saliency_path']
+    saliency_dir = Path(cfg.data_root) / cfg.train_dataloader.dataset.data_prefix['saliency_path']
     stage1_dir = stage1_config.parent
     dropped_dir = stage1_dir / 'ird_diagnostics'
     masks = sorted((stage1_dir / 'pseudo_masks').glob('*.png'))
@@ -531,8 +525,8 @@ def write_pseudo_mask_grid(stage1_config: Path, threshold: float, out_path: Path
     images = [Image.open(next(image_dir.glob(f'{path.stem}.*'))).convert('RGB') for path in masks]
     cams = foreground_cams(cfg, (stage1_dir / 'last_checkpoint').read_text().strip(),
                            [np.asarray(image) for image in images])
-    per_image = (json.loads((stage1_dir / 'ird_diagnostics.json').read_text())['images']
-                 if (stage1_dir / 'ird_diagnostics.json').is_file() else {})
+    diagnostics = stage1_dir / 'ird_diagnostics.json'
+    per_image = json.loads(diagnostics.read_text())['images'] if diagnostics.is_file() else {}
     columns = ['image', 'saliency', 'CAM (foreground)']
     columns += ['dropped by IRD (N)'] if dropped_dir.is_dir() else []
     columns += [f'saliency errors (t={threshold:g})'] if truth_dir is not None else []
@@ -644,14 +638,15 @@ def _log_params(client: Any, run_id: str, params: Mapping[str, Any]) -> None:
 
     logged = client.get_run(run_id).data.params
     # MlflowClient.log_batch sends them in requests of at most 100 params (MLflow's limit).
-    client.log_batch(run_id, params=[Param(key, _param_value(value))
-                                     for key, value in sorted(flatten(params).items())
-                                     if key not in logged])
+    client.log_batch(run_id, params=[Param(key, value) for key, value in
+                                     _param_values(params).items() if key not in logged])
 
 
-def _param_value(value: Any) -> str:
-    text = value if isinstance(value, str) else strict_json.dumps(value, default=str)
-    return text[:PARAM_VALUE_LIMIT]
+def _param_values(params: Mapping[str, Any]) -> Dict[str, str]:
+    """Flattened params by key in sorted order, as text cut to :data:`PARAM_VALUE_LIMIT`."""
+    texts = {key: value if isinstance(value, str) else strict_json.dumps(value, default=str)
+             for key, value in sorted(flatten(params).items())}
+    return {key: text[:PARAM_VALUE_LIMIT] for key, text in texts.items()}
 
 
 def _artifact_root(tracking_uri: str) -> Optional[str]:
