@@ -78,8 +78,7 @@ def load_trials(name: str, tracking_uri: str) -> Tuple[Any, List[TrialRecord]]:
                       [e.experiment_id for e in client.search_experiments()])
     role = f"tags.`{ROLE_TAG}` = 'sweep'"
     newest = {'order_by': ['attributes.start_time DESC'], 'max_results': 1}
-    parents = client.search_runs(experiment_ids, f"{role} and tags.sweep_name = '{name}'",
-                                 **newest)
+    parents = client.search_runs(experiment_ids, f"{role} and tags.sweep_name = '{name}'", **newest)
     if not parents and experiment is not None:
         parents = client.search_runs(experiment_ids, role, **newest)
     if not parents:
@@ -94,10 +93,9 @@ def load_trials(name: str, tracking_uri: str) -> Tuple[Any, List[TrialRecord]]:
     trials = []
     for run in children:
         tags = run.data.tags
-        status, metrics = trial_status(run.info.status, tags), dict(run.data.metrics)
-        if status == FINISHED:
-            metrics = {key: value for key, value in
-                       json.loads(tags[RECORD_TAG]).items() if value is not None}
+        status = trial_status(run.info.status, tags)
+        metrics = ({key: value for key, value in json.loads(tags[RECORD_TAG]).items()
+                    if value is not None} if status == FINISHED else dict(run.data.metrics))
         trials.append(TrialRecord(
             trial_id=tags.get('trial_id', ''), run_id=run.info.run_id, task=tags.get('task', ''),
             labelled_fraction=float(tags.get('labelled_fraction', 0.0)),
@@ -184,12 +182,11 @@ def ird_rows(trials: Sequence[TrialRecord]) -> List[Dict[str, Any]]:
         runs = {run: t.metrics for run, t in keyed}
         if not runs:
             continue
-        keys = sorted({key for metrics in runs.values() for key in metrics
-                       if key.startswith('ird/')} | {'pseudo/mIoU'})
         row: Dict[str, Any] = {'saliency_threshold': threshold, 'stage1_runs': len(runs),
                                'not_finished': len({run for run, t in keyed
                                                     if t.status != FINISHED})}
-        for key in keys:
+        for key in sorted({key for metrics in runs.values() for key in metrics
+                           if key.startswith('ird/')} | {'pseudo/mIoU'}):
             values = [m[key] for m in runs.values() if m.get(key) is not None]
             row[key] = float(np.mean(values)) if values else None
         rows.append(row)
@@ -199,9 +196,9 @@ def ird_rows(trials: Sequence[TrialRecord]) -> List[Dict[str, Any]]:
 def format_ird_table(rows: Sequence[Dict[str, Any]]) -> str:
     """Rows: threshold; columns: precision, recall, pseudo-mask mIoU, share of N per kind, recall
     per kind."""
-    columns = ['ird/precision', 'ird/recall', 'pseudo/mIoU'] + sorted(
-        {key for row in rows for key in row if key.startswith('ird/share.')}) + sorted(
-        {key for row in rows for key in row if key.startswith('ird/recall.')})
+    columns = ['ird/precision', 'ird/recall', 'pseudo/mIoU'] + [
+        key for prefix in ('ird/share.', 'ird/recall.')
+        for key in sorted({name for row in rows for name in row if name.startswith(prefix)})]
     header = ['threshold', 'runs'] + [c.replace('ird/', '') for c in columns]
     body = [[f'{row["saliency_threshold"]:g}', str(row['stage1_runs']) + (
         f' (*{row["not_finished"]} not finished)' if row.get('not_finished') else '')] + [

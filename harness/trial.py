@@ -145,16 +145,20 @@ def run_trial(spec: TrialSpec, work_dir: Path, stage1_cache: Optional[Path] = No
         DiskFullError: a checkpoint or result file found no room (the previous ones are kept).
         DamagedCheckpointError: every checkpoint of an interrupted stage is damaged.
     """
-    with _trial_lock(Path(work_dir).resolve(), lock_wait_s):
-        return _run_trial(spec, work_dir, stage1_cache, report)
-
-
-def _run_trial(spec: TrialSpec, work_dir: Path, stage1_cache: Optional[Path],
-               report: Optional[Report]) -> Dict[str, Any]:
-    spec = spec.resolved()
     work_dir = Path(work_dir).resolve()
-    stage1_cache = Path(stage1_cache or work_dir / 'stage1').resolve()
-    _claim_work_dir(work_dir, spec)
+    with _trial_lock(work_dir, lock_wait_s):
+        return _run_trial(spec.resolved(), work_dir,
+                          Path(stage1_cache or work_dir / 'stage1').resolve(), report)
+
+
+def _run_trial(spec: TrialSpec, work_dir: Path, stage1_cache: Path,
+               report: Optional[Report]) -> Dict[str, Any]:
+    """:func:`run_trial` of a resolved spec, absolute folders, ``work_dir`` locked."""
+    check_work_dir(work_dir, spec)
+    if get_rank() == 0 and not (work_dir / SPEC_FILE).is_file():  # records the spec
+        work_dir.mkdir(parents=True, exist_ok=True)
+        write_whole(work_dir / SPEC_FILE, strict_json.dumps(spec.to_dict(), indent=2).encode())
+    barrier()
     result_file = work_dir / 'result.json'
     if result_file.is_file():
         return json.loads(result_file.read_text())
@@ -164,8 +168,8 @@ def _run_trial(spec: TrialSpec, work_dir: Path, stage1_cache: Optional[Path],
         _ensure_bundled_dataset(cfg1)
     stage1_dir = stage1_run_dir(cfg1, stage1_cache)
     started = time.perf_counter()
-    stage1_result = _run_stage1_once(cfg1, stage1_dir, report)
-    stage1_seconds = time.perf_counter() - started if not stage1_result['reused'] else 0.0
+    stage1_metrics, stage1_reused = _run_stage1_once(cfg1, stage1_dir, report)
+    stage1_seconds = 0.0 if stage1_reused else time.perf_counter() - started
 
     cfg2 = _stage2_training_config(spec, work_dir, stage1_dir)
     started = time.perf_counter()
@@ -174,13 +178,13 @@ def _run_trial(spec: TrialSpec, work_dir: Path, stage1_cache: Optional[Path],
 
     result = strict_json.jsonable({
         **stage2_metrics,
-        **stage1_result['metrics'],
+        **stage1_metrics,
         'task': spec.task,
         'labelled_fraction': labelled_fraction_of(spec),
         'split_file_source': spec.split_file if spec.task == 'ssss' else None,
         'saliency_threshold': spec.saliency_threshold,
         'seed': spec.seed,
-        'stage1_reused': stage1_result['reused'],
+        'stage1_reused': stage1_reused,
         'stage1_config': str(stage1_dir / 'stage1_config.py'),
         'stage2_config': str(work_dir / 'stage2_config.py'),
         'split_file': str(work_dir / 'splits' / 'labeled.txt'),
@@ -233,16 +237,6 @@ def check_work_dir(work_dir: Path, spec: TrialSpec) -> None:
                            'this trial cannot be told: choose another work dir')
 
 
-def _claim_work_dir(work_dir: Path, spec: TrialSpec) -> None:
-    """Checks ``work_dir`` (see :func:`check_work_dir`) and records the spec there (rank 0)."""
-    check_work_dir(work_dir, spec)
-    if get_rank() == 0 and not (work_dir / SPEC_FILE).is_file():
-        work_dir.mkdir(parents=True, exist_ok=True)
-        write_whole(work_dir / SPEC_FILE,
-                    strict_json.dumps(spec.resolved().to_dict(), indent=2).encode())
-    barrier()
-
-
 def _stage2_training_config(spec: TrialSpec, work_dir: Path, stage1_dir: Path) -> Config:
     """The stage-2 config of the trial with its split written to ``<work_dir>/splits``: the
     labelled ids with their masks, the others with the pseudo-masks of the stage-1 run in
@@ -270,12 +264,14 @@ def _stage2_training_config(spec: TrialSpec, work_dir: Path, stage1_dir: Path) -
     return cfg
 
 
-def _run_stage1_once(cfg: Config, stage1_dir: Path, report: Optional[Report]) -> Dict[str, Any]:
-    """Trains stage 1 into ``stage1_dir`` unless a finished run is there; returns its metrics."""
+def _run_stage1_once(cfg: Config, stage1_dir: Path,
+                     report: Optional[Report]) -> Tuple[Dict[str, Any], bool]:
+    """Trains stage 1 into ``stage1_dir`` unless a finished run is there; returns its metrics
+    and whether they are the finished run's."""
     done_file = stage1_dir / 'stage1_done.json'
     with _exclusive(stage1_dir.with_name(stage1_dir.name + '.lock')):
         if done_file.is_file():
-            return {'metrics': json.loads(done_file.read_text()), 'reused': True}
+            return json.loads(done_file.read_text()), True
         cfg.work_dir = str(stage1_dir)
         pseudo_metrics_file = stage1_dir / 'pseudo_masks_metrics.json'
         masks_written = (stage1_dir / 'pseudo_masks').is_dir() and pseudo_metrics_file.is_file()
@@ -291,7 +287,7 @@ def _run_stage1_once(cfg: Config, stage1_dir: Path, report: Optional[Report]) ->
         if get_rank() == 0:
             write_whole(done_file, strict_json.dumps(metrics, indent=2).encode())
         barrier()
-    return {'metrics': metrics, 'reused': False}
+    return metrics, False
 
 
 def _run_stage(cfg: Config, prefix: str, report: Optional[Report]) -> Dict[str, float]:
@@ -299,8 +295,8 @@ def _run_stage(cfg: Config, prefix: str, report: Optional[Report]) -> Dict[str, 
     metric it published (:class:`TrialMetricsBackend`), on every rank."""
     from mmengine.runner import Runner
 
-    # Resumes from the newest checkpoint of the work dir that loads (a damaged one is named and
-    # passed over); without one, starts from the config's own load_from (None: initialisation).
+    # The newest checkpoint that loads (a damaged one is named and passed over); without one, the
+    # config's own load_from (None: initialisation).
     resume_from = resumable_checkpoint(cfg.work_dir)
     cfg.resume = resume_from is not None
     if cfg.resume:
@@ -346,8 +342,8 @@ def shut_down_dataloader_workers(runner: Any) -> None:
 
     # The private attributes: the public properties would build a loop that was never built.
     for loop in (runner._train_loop, runner._val_loop, runner._test_loop):
-        loader = getattr(loop, 'dataloader', None)
-        for owner in (loader, getattr(loop, 'dataloader_iterator', None)):
+        for owner in (getattr(loop, 'dataloader', None),
+                      getattr(loop, 'dataloader_iterator', None)):
             iterator = getattr(owner, '_iterator', None)
             if isinstance(iterator, _MultiProcessingDataLoaderIter):
                 iterator._shutdown_workers()
@@ -425,9 +421,8 @@ def _trial_lock(work_dir: Path, wait_s: float) -> Iterator[None]:
             handle.flush()
     shared = [refusal]
     broadcast_object_list(shared)
-    refusal = shared[0]
-    if refusal is not None:
-        raise WorkDirLocked(refusal)
+    if shared[0] is not None:
+        raise WorkDirLocked(shared[0])
     try:
         yield
     finally:
