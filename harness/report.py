@@ -182,11 +182,12 @@ def ird_rows(trials: Sequence[TrialRecord]) -> List[Dict[str, Any]]:
         runs = {run: t.metrics for run, t in keyed}
         if not runs:
             continue
+        keys = sorted({key for metrics in runs.values() for key in metrics
+                       if key.startswith('ird/')} | {'pseudo/mIoU'})
         row: Dict[str, Any] = {'saliency_threshold': threshold, 'stage1_runs': len(runs),
                                'not_finished': len({run for run, t in keyed
                                                     if t.status != FINISHED})}
-        for key in sorted({key for metrics in runs.values() for key in metrics
-                           if key.startswith('ird/')} | {'pseudo/mIoU'}):
+        for key in keys:
             values = [m[key] for m in runs.values() if m.get(key) is not None]
             row[key] = float(np.mean(values)) if values else None
         rows.append(row)

@@ -211,7 +211,8 @@ def parse_sweep(raw: Mapping[str, Any], source: str, storage_path: Optional[str]
     """Builds a :class:`SweepConfig` from the mapping of a sweep file (see :func:`load_sweep`)."""
     valid_spec_keys = spec_keys()
     raw = dict(raw)
-    unknown = [key for key in raw if key not in {*SWEEP_KEYS, *valid_spec_keys, *SHORT_NAMES}]
+    valid_keys = {*SWEEP_KEYS, *valid_spec_keys, *SHORT_NAMES}
+    unknown = [key for key in raw if key not in valid_keys]
     if unknown:
         raise SweepConfigError(
             f'{source}: unknown key(s) {unknown}; valid keys: sweep settings {list(SWEEP_KEYS)} '

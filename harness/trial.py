@@ -154,11 +154,7 @@ def run_trial(spec: TrialSpec, work_dir: Path, stage1_cache: Optional[Path] = No
 def _run_trial(spec: TrialSpec, work_dir: Path, stage1_cache: Path,
                report: Optional[Report]) -> Dict[str, Any]:
     """:func:`run_trial` of a resolved spec, absolute folders, ``work_dir`` locked."""
-    check_work_dir(work_dir, spec)
-    if get_rank() == 0 and not (work_dir / SPEC_FILE).is_file():  # records the spec
-        work_dir.mkdir(parents=True, exist_ok=True)
-        write_whole(work_dir / SPEC_FILE, strict_json.dumps(spec.to_dict(), indent=2).encode())
-    barrier()
+    _claim_work_dir(work_dir, spec)
     result_file = work_dir / 'result.json'
     if result_file.is_file():
         return json.loads(result_file.read_text())
@@ -235,6 +231,15 @@ def check_work_dir(work_dir: Path, spec: TrialSpec) -> None:
     elif any((Path(work_dir) / name).exists() for name in ('result.json', 'stage2')):
         raise WorkDirInUse(f'{work_dir} holds trial output but no {SPEC_FILE}, so whether it is '
                            'this trial cannot be told: choose another work dir')
+
+
+def _claim_work_dir(work_dir: Path, spec: TrialSpec) -> None:
+    """Checks ``work_dir`` (see :func:`check_work_dir`) and records the spec there (rank 0)."""
+    check_work_dir(work_dir, spec)
+    if get_rank() == 0 and not (work_dir / SPEC_FILE).is_file():
+        work_dir.mkdir(parents=True, exist_ok=True)
+        write_whole(work_dir / SPEC_FILE, strict_json.dumps(spec.to_dict(), indent=2).encode())
+    barrier()
 
 
 def _stage2_training_config(spec: TrialSpec, work_dir: Path, stage1_dir: Path) -> Config:
