@@ -19,7 +19,7 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from mmengine.config import Config
@@ -45,6 +45,7 @@ __all__ = ['TrialSpec', 'TASKS', 'SHORT_NAMES', 'run_trial', 'load_spec', 'main'
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SPEC_FILE = 'spec.json'
 TRIAL_LOCK = 'trial.lock'
+LOCK_HOLDER_READS = 10  # 0.1 s apart
 Report = Callable[[Dict[str, Any]], None]
 
 
@@ -410,8 +411,7 @@ def _trial_lock(work_dir: Path, wait_s: float) -> Iterator[None]:
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    handle.seek(0)
-                    holder = handle.read().strip() or 'another process'
+                    holder = _lock_holder(handle)
                     handle.close()
                     handle = None
                     refusal = (f'{work_dir} is in use by a running trial ({holder}): wait for it '
@@ -433,6 +433,18 @@ def _trial_lock(work_dir: Path, wait_s: float) -> Iterator[None]:
     finally:
         if handle is not None:
             handle.close()  # releases the lock
+
+
+def _lock_holder(handle: IO[str]) -> str:
+    """The line the trial lock's holder wrote (``process <pid> on <host>``). The holder writes it
+    just after taking the lock, so an empty file is read again for up to a second."""
+    for _ in range(LOCK_HOLDER_READS):
+        handle.seek(0)
+        holder = handle.read().strip()
+        if holder:
+            return holder
+        time.sleep(0.1)
+    return 'another process'
 
 
 def _for_this_machine(cfg: Config) -> Config:

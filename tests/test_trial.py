@@ -188,6 +188,27 @@ def test_a_trial_folder_has_one_writer_at_a_time(tmp_path):
         pass
 
 
+def test_a_refusal_names_a_holder_that_has_just_taken_the_lock(tmp_path):
+    """The holder writes its line just after it takes the lock: a trial refused in between still
+    names it (two trials started at once on one folder)."""
+    import fcntl
+    import threading
+
+    from harness.trial import TRIAL_LOCK, WorkDirLocked, _trial_lock
+
+    with open(tmp_path / TRIAL_LOCK, 'a+') as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        late_line = threading.Timer(0.3, lambda: (held.write('process 12345 on elsewhere\n'),
+                                                  held.flush()))
+        late_line.start()
+        try:
+            with pytest.raises(WorkDirLocked, match=r'\(process 12345 on elsewhere\)'):
+                with _trial_lock(tmp_path, 0.0):
+                    pass
+        finally:
+            late_line.join()
+
+
 def test_a_killed_trial_leaves_no_lock_behind(tmp_path):
     holder = subprocess.Popen(
         [sys.executable, '-c', 'import sys, time; from pathlib import Path; '
