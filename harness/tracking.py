@@ -174,9 +174,9 @@ class Journal:
         return state['offset'], state['run_id']
 
     def mark_sent(self, offset: int, run_id: Optional[str]) -> None:
-        temporary = self.sent_path.with_suffix('.sent.tmp')
-        temporary.write_text(json.dumps({'offset': offset, 'run_id': run_id}))
-        os.replace(temporary, self.sent_path)
+        from harness.eps.checkpoints import write_whole
+
+        write_whole(self.sent_path, json.dumps({'offset': offset, 'run_id': run_id}).encode())
 
     def pending(self) -> List[Tuple[int, Dict[str, Any]]]:
         """The operations not delivered yet, each with the journal offset just after it. A last

@@ -37,6 +37,7 @@ import numpy as np
 from PIL import Image
 
 from harness.data.synthetic import VOC_COLORMAP
+from harness.eps.checkpoints import replaced_whole
 
 VOC_DATA_ROOT = 'data/VOCdevkit/VOC2012'  # data_root of mm_configs/_base_/datasets/voc12aug_*.py
 COCO_DATA_ROOT = 'data/coco2014'  # data_root of mm_configs/_base_/datasets/coco14_*.py
@@ -168,12 +169,6 @@ def read_ref(ref: Ref) -> bytes:
 
 # ---- writing (worker functions: one task each, returning what was done) ----
 
-def _replace_with(target: Path, write: Callable[[Path], None]) -> None:
-    partial = target.with_name(f'.{target.name}.{os.getpid()}.partial')
-    write(partial)
-    os.replace(partial, target)
-
-
 def place_file(task: Tuple[Ref, str]) -> str:
     """Puts ``ref``'s file at ``target``: from an input folder a hard link (else a symbolic one),
     else its bytes. Returns ``'kept'`` (already right), ``'written'`` or ``'replaced'``."""
@@ -184,20 +179,18 @@ def place_file(task: Tuple[Ref, str]) -> str:
         if existed and (os.path.samefile(ref[1], target)
                         or target.read_bytes() == Path(ref[1]).read_bytes()):
             return 'kept'
-
         source = os.path.realpath(ref[1])
-
-        def link(partial: Path) -> None:
+        with replaced_whole(target) as partial:
             try:
                 os.link(source, partial)
             except OSError:  # another file system, or no hard links there
                 os.symlink(source, partial)
-        _replace_with(target, link)
     else:
         data = read_ref(ref)
         if existed and target.read_bytes() == data:
             return 'kept'
-        _replace_with(target, lambda partial: partial.write_bytes(data))
+        with replaced_whole(target) as partial:
+            partial.write_bytes(data)
     return 'replaced' if existed else 'written'
 
 
@@ -223,7 +216,8 @@ def place_mask(task: Tuple[bytes, str]) -> str:
                 return 'kept'
         except OSError:
             pass
-    _replace_with(target, lambda partial: partial.write_bytes(data))
+    with replaced_whole(target) as partial:
+        partial.write_bytes(data)
     return 'replaced' if existed else 'written'
 
 

@@ -31,12 +31,26 @@ class DamagedCheckpointError(RuntimeError):
     """A stage's checkpoints are all damaged; the message (one line) names them."""
 
 
-def write_whole(path: Union[str, Path], data: bytes) -> None:
-    """Writes ``data`` to ``path`` whole or not at all.
+@contextmanager
+def replaced_whole(path: Union[str, Path]) -> Iterator[Path]:
+    """Yields a partial file next to ``path`` (``.<name>.partial-<pid>``) for the block to
+    write; when the block ends, renames it over ``path``. Readers see the previous ``path`` (or
+    none), then the new one whole, never part of it; an error or a killed process leaves the
+    previous one. On an error the partial file is removed and the error raised.
+    """
+    path = Path(path)
+    partial = path.with_name(f'.{path.name}{PARTIAL_MARK}{os.getpid()}')
+    try:
+        yield partial
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
 
-    The data goes to ``.<name>.partial-<pid>`` next to ``path``, is flushed to disk and renamed
-    over ``path``: an error or a killed process leaves the previous ``path`` (or none), never a
-    partial one.
+
+def write_whole(path: Union[str, Path], data: bytes) -> None:
+    """Writes ``data`` to ``path`` whole or not at all (:func:`replaced_whole`), flushed to disk
+    before the rename, so that a power loss too leaves the previous ``path`` or the new one.
 
     Args:
         path (str | Path): Destination file.
@@ -46,16 +60,13 @@ def write_whole(path: Union[str, Path], data: bytes) -> None:
         DiskFullError: If the disk (or the user's quota) is full.
     """
     path = Path(path)
-    partial = path.with_name(f'.{path.name}{PARTIAL_MARK}{os.getpid()}')
     try:
-        with open(partial, 'wb') as handle:
+        with replaced_whole(path) as partial, open(partial, 'wb') as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(partial, path)
-    except BaseException as error:
-        partial.unlink(missing_ok=True)
-        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+    except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
             full = DiskFullError(
                 f'no space left in {path.parent} for {path.name}: it needs {_mib(len(data))}, '
                 f'{_mib(shutil.disk_usage(path.parent).free)} free; make room there or choose '

@@ -4,7 +4,6 @@
 ``python -m harness.pseudo_masks`` does it on demand from a config and a checkpoint
 (:func:`read_checkpoint`, :func:`load_weights`).
 """
-import os
 import pickle
 import re
 import shutil
@@ -21,7 +20,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from mmseg.structures import SegDataSample
-from .checkpoints import trusted_checkpoint_loading
+from .checkpoints import replaced_whole, trusted_checkpoint_loading
 from .metrics import PerClassIoUMetric
 
 MAX_REASONS_CHARS = 300  # of MMEngine's message, which names every mismatched weight
@@ -33,9 +32,8 @@ def write_palette_png(path: Path, mask: np.ndarray, palette: Sequence[Sequence[i
     flat = [value for colour in palette for value in colour]
     flat += [0] * (3 * 255 - len(flat)) + [224, 224, 192]  # VOC's colour for 255 (ignore)
     image.putpalette(flat)
-    partial = path.with_name(f'.{path.name}.{os.getpid()}')
-    image.save(partial, format='PNG')
-    os.replace(partial, path)
+    with replaced_whole(path) as partial:
+        image.save(partial, format='PNG')
 
 
 def check_ground_truth(sample: SegDataSample, num_classes: int, ignore_index: int = 255) -> None:

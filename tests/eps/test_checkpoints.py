@@ -6,8 +6,9 @@ import pytest
 import torch
 from mmengine.logging import HistoryBuffer
 
-from harness.eps.checkpoints import (DamagedCheckpointError, DiskFullError, resumable_checkpoint,
-                                     trusted_checkpoint_loading, write_whole)
+from harness.eps.checkpoints import (DamagedCheckpointError, DiskFullError, replaced_whole,
+                                     resumable_checkpoint, trusted_checkpoint_loading,
+                                     write_whole)
 
 
 def test_mmengine_checkpoint_contents_load_inside_the_context_only(tmp_path):
@@ -150,6 +151,21 @@ def test_a_result_file_on_a_full_disk_keeps_its_previous_version(tmp_path, disk_
         write_whole(result, b'{"val/mIoU": 41.0}')
     assert result.read_bytes() == b'{"val/mIoU": 40.0}'
     assert [path.name for path in tmp_path.iterdir()] == ['result.json']
+
+
+def test_a_file_replaced_whole_is_the_old_one_until_the_block_ends_and_after_it_fails(tmp_path):
+    target = tmp_path / 'mask.png'
+    target.write_bytes(b'old')
+    with replaced_whole(target) as partial:
+        partial.write_bytes(b'new')
+        assert target.read_bytes() == b'old' and partial.parent == tmp_path
+    assert target.read_bytes() == b'new'
+    with pytest.raises(OSError, match='cut short'):
+        with replaced_whole(target) as partial:
+            partial.write_bytes(b'par')
+            raise OSError('cut short')
+    assert target.read_bytes() == b'new'
+    assert [path.name for path in tmp_path.iterdir()] == ['mask.png']
 
 
 def test_resume_passes_over_a_damaged_checkpoint_to_the_previous_good_one(tmp_path,
