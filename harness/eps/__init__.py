@@ -1,7 +1,7 @@
 """The EPS / EPS++ method as MMSegmentation components: importing this package registers them."""
 from .cam_head import CAMHead
 from .checkpoints import CrashSafeCheckpointHook
-from .classification_loss import MultiLabelSoftMarginLoss
+from .classification_loss import MultiLabelBCELoss
 from .crf import DenseCRF
 from .datasets import SyntheticShapesDataset, WSSSCOCODataset, WSSSVOCDataset
 from .eps_classifier import EPSClassifier
@@ -14,7 +14,7 @@ from .pamr_hook import PAMRHook
 from .transforms import LoadSaliencyErrors, LoadSaliencyMap, PackWSSSInputs
 
 __all__ = [
-    'CAMHead', 'MultiLabelSoftMarginLoss', 'EPSLoss', 'IRDLoss', 'PAMR', 'DenseCRF',
+    'CAMHead', 'MultiLabelBCELoss', 'EPSLoss', 'IRDLoss', 'PAMR', 'DenseCRF',
     'EPSClassifier',
     'PAMRHook', 'IRDDiagnosticsHook', 'CrashSafeCheckpointHook', 'PerClassIoUMetric',
     'WSSSVOCDataset', 'SyntheticShapesDataset', 'WSSSCOCODataset',

@@ -7,11 +7,14 @@ from mmseg.registry import MODELS
 
 
 @MODELS.register_module()
-class MultiLabelSoftMarginLoss(nn.Module):
-    """Multi-label soft-margin loss (per-class sigmoid cross-entropy) of EPS / EPS++.
+class MultiLabelBCELoss(nn.Module):
+    """Multi-label classification loss of EPS / EPS++: per-class sigmoid binary cross-entropy.
 
     ``L_cls = -1/(B*C) * sum_{b,i} [y_bi log s(z_bi) + (1 - y_bi) log(1 - s(z_bi))]``, with
-    ``s`` the sigmoid, ``z`` the logits and ``y`` the image-level labels.
+    ``s`` the sigmoid, ``z`` the logits and ``y`` the image-level labels: the value of torch's
+    ``F.multilabel_soft_margin_loss`` (what the EPS code calls), computed by one
+    ``F.binary_cross_entropy_with_logits``, as an MMSegmentation loss (``loss_name``,
+    ``loss_weight``).
 
     Args:
         loss_weight (float): Weight of the loss. Default: 1.0.

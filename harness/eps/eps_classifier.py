@@ -39,7 +39,7 @@ class EPSClassifier(EncoderDecoder):
         backbone (dict): Backbone config (the paper uses ResNet-38).
         decode_head (dict): :class:`CAMHead` config.
         loss_cls (dict): Classification loss config.
-            Default: ``dict(type='MultiLabelSoftMarginLoss')``.
+            Default: ``dict(type='MultiLabelBCELoss')``.
         loss_sal (dict | None): Saliency loss config, or None for classification only.
             Default: ``dict(type='IRDLoss')``.
         test_cfg (dict): ``mode`` ('whole' or 'slide'); ``scales`` (positive resize factors,
@@ -56,7 +56,7 @@ class EPSClassifier(EncoderDecoder):
     def __init__(self,
                  backbone: ConfigType,
                  decode_head: ConfigType,
-                 loss_cls: ConfigType = dict(type='MultiLabelSoftMarginLoss'),
+                 loss_cls: ConfigType = dict(type='MultiLabelBCELoss'),
                  loss_sal: OptConfigType = dict(type='IRDLoss'),
                  neck: OptConfigType = None,
                  train_cfg: OptConfigType = None,

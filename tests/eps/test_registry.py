@@ -14,7 +14,7 @@ TINY_BACKBONE = dict(type='ResNetV1c', depth=18, stem_channels=8, base_channels=
 # Minimal arguments of each registered component; a new component must be added here.
 BUILD_ARGS = {
     'CAMHead': dict(in_channels=4, num_classes=2),
-    'MultiLabelSoftMarginLoss': dict(),
+    'MultiLabelBCELoss': dict(),
     'EPSLoss': dict(),
     'IRDLoss': dict(),
     'PAMR': dict(),

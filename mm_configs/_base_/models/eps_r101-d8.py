@@ -26,7 +26,7 @@ model = dict(
         norm_cfg=norm_cfg,
         contract_dilation=True),
     decode_head=dict(type='CAMHead', in_channels=2048, num_classes=20),
-    loss_cls=dict(type='MultiLabelSoftMarginLoss'),
+    loss_cls=dict(type='MultiLabelBCELoss'),
     loss_sal=dict(
         type='IRDLoss',
         threshold=0.5,
