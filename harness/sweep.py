@@ -209,7 +209,9 @@ def remove_orphaned_placement_groups() -> List[str]:
     cleaner actor ran on that node too): Ray moves its bundles to the nodes that are left, where
     they hold resources until the sweep's driver exits, and the restarted trial may wait for
     them forever. Groups made by the driver (Tune's, one per trial) have no creator actor and are
-    kept.
+    kept. Ray's public ``placement_group_table()`` leaves out the creator and whether it is dead,
+    so the GCS table is read through Ray's private state accessor (tests/test_node_loss.py fails
+    if a Ray upgrade changes it).
     """
     import ray
     from ray._private.state import state
@@ -398,7 +400,12 @@ def _check_port_free(sweep: SweepConfig) -> None:
 
 
 def _check_reachable(sweep: SweepConfig) -> None:
-    """The cluster at ``ray.address`` answers on its port (``ray.init`` would retry for long)."""
+    """The cluster at ``ray.address`` answers on its port (``ray.init`` would retry for long).
+
+    ``auto`` and ``host:port`` are resolved as ``ray.init`` resolves them, by Ray's private
+    ``canonicalize_bootstrap_address_or_die`` (no public function does it; tests/test_bad_input.py
+    and tests/test_validation.py fail if a Ray upgrade changes it).
+    """
     from ray._private.services import canonicalize_bootstrap_address_or_die
 
     address = sweep.ray.address

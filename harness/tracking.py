@@ -609,7 +609,8 @@ def foreground_cams(cfg: Any, checkpoint: str, images: List[np.ndarray]) -> List
 
 
 def flatten(values: Mapping[str, Any], prefix: str = '') -> Dict[str, Any]:
-    """``{'a': {'b': 1}}`` -> ``{'a.b': 1}``; lists stay values."""
+    """``{'a': {'b': 1}}`` -> ``{'a.b': 1}``; lists stay values (Ray's ``flatten_dict`` does
+    this too, but Ray 2.60 deprecates it)."""
     flat: Dict[str, Any] = {}
     for key, value in values.items():
         if isinstance(value, Mapping):
