@@ -9,7 +9,7 @@ from PIL import Image
 
 from harness.eps import WSSSCOCODataset
 from harness.eps.datasets import COCO_CLASSES
-from harness.tracking import write_pseudo_mask_grid
+from harness.pseudo_mask_grid import write_pseudo_mask_grid
 from harness.trial import TrialSpec, run_trial
 from tiny_configs import SHORT, SMALL_STAGE2_CROPS, TINY_STAGE1, TINY_STAGE2
 
