@@ -3,12 +3,12 @@
 As in PSA (Ahn & Kwak, CVPR 2018) and EPS's ``util/imutils.py``; inference by ``pydensecrf2``
 (``import pydensecrf``).
 """
-from numbers import Integral, Real
 from typing import Optional
 
 import numpy as np
 
 from mmseg.registry import MODELS
+from .arguments import is_integer, is_number
 
 
 @MODELS.register_module()
@@ -50,7 +50,7 @@ class DenseCRF:
                  bilateral_srgb: float = 13.0,
                  bilateral_compat: float = 10.0,
                  min_score: float = 1e-5) -> None:
-        if isinstance(num_iter, bool) or not isinstance(num_iter, Integral) or num_iter < 1:
+        if not is_integer(num_iter) or num_iter < 1:
             raise ValueError(f'DenseCRF: num_iter must be an int >= 1, got {num_iter!r}')
         for name, value, minimum in (('gaussian_sxy', gaussian_sxy, None),
                                      ('gaussian_compat', gaussian_compat, 0.0),
@@ -119,7 +119,7 @@ class DenseCRF:
 
 
 def _is_number(value: object) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool) and np.isfinite(value)
+    return is_number(value) and np.isfinite(value)
 
 
 def _check_number(name: str, value: object, minimum: Optional[float] = None) -> None:

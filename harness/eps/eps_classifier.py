@@ -1,5 +1,4 @@
 """The EPS / EPS++ stage-1 network: a classifier whose localization maps become pseudo-masks."""
-from numbers import Real
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -11,6 +10,7 @@ from torch import Tensor
 from mmseg.models.segmentors import EncoderDecoder
 from mmseg.registry import MODELS
 from mmseg.utils import ConfigType, OptConfigType, SampleList
+from .arguments import is_number
 
 
 @MODELS.register_module()
@@ -172,7 +172,7 @@ class EPSClassifier(EncoderDecoder):
 def _checked_scales(scales: Sequence[float]) -> Tuple[float, ...]:
     """``test_cfg.scales`` as a tuple of floats; ``ValueError`` unless positive numbers."""
     if (isinstance(scales, (str, bytes)) or not isinstance(scales, Sequence) or not scales
-            or any(isinstance(s, bool) or not isinstance(s, Real) or not s > 0 for s in scales)):
+            or any(not is_number(s) or not s > 0 for s in scales)):
         raise ValueError(f'EPSClassifier: test_cfg.scales must be a non-empty list of positive '
                          f'resize factors, e.g. (0.5, 1.0, 1.5, 2.0); got {scales!r}')
     return tuple(float(s) for s in scales)

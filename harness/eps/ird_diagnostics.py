@@ -20,6 +20,7 @@ from PIL import Image
 from torch import Tensor
 
 from mmseg.registry import HOOKS
+from .arguments import is_integer
 from .checkpoints import write_whole
 from .datasets import ERROR_KIND_VALUES
 from .ird_loss import IRDLoss
@@ -118,7 +119,7 @@ class IRDDiagnosticsHook(Hook):
 
     def __init__(self, dataloader: dict, interval: int = 0,
                  out_dir: str = 'ird_diagnostics') -> None:
-        if isinstance(interval, bool) or not isinstance(interval, int) or interval < 0:
+        if not is_integer(interval) or interval < 0:
             raise ValueError(f'IRDDiagnosticsHook: interval must be an integer >= 0, got '
                              f'{interval!r}')
         self.dataloader = dataloader

@@ -8,7 +8,6 @@ equal to it up to float rounding: ``'embedding_bag'`` (one ``F.embedding_bag`` p
 """
 import functools
 import warnings
-from numbers import Integral
 from types import ModuleType
 from typing import Optional, Sequence, Tuple
 
@@ -18,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mmseg.registry import MODELS
+from .arguments import is_integer
 
 PATHS = ('auto', 'embedding_bag', 'shifted', 'triton')
 # On CPU, 'auto' takes 'shifted' up to this many classes and 'embedding_bag' above
@@ -130,11 +130,10 @@ class PAMR(nn.Module):
     def __init__(self, num_iter: int = 10, dilations: Sequence[int] = (1, 2, 4, 8, 12, 24),
                  path: str = 'auto') -> None:
         super().__init__()
-        if isinstance(num_iter, bool) or not isinstance(num_iter, Integral) or num_iter < 0:
+        if not is_integer(num_iter) or num_iter < 0:
             raise ValueError(f'PAMR: num_iter must be an int >= 0, got {num_iter!r}')
         dilations = tuple(dilations)
-        if not dilations or any(isinstance(d, bool) or not isinstance(d, Integral) or d < 1
-                                for d in dilations):
+        if not dilations or any(not is_integer(d) or d < 1 for d in dilations):
             raise ValueError(f'PAMR: dilations must be a non-empty sequence of positive ints, '
                              f'got {dilations!r}')
         if path not in PATHS:
