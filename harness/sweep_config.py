@@ -20,7 +20,7 @@ from harness.spec import (PATH_KEYS, SEED_LIMIT, SHORT_NAMES, STAGES, TrialSpec,
                           spec_keys)
 from harness.strict_json import is_number
 from harness.tracking import default_tracking_uri
-from harness.validation import (InvalidSetting, check_storage_path, check_trials, message_of,
+from harness.validation import (InvalidSetting, check_folder_argument, check_trials, message_of,
                                 read_yaml, sync_bn_warning)
 
 DISTRIBUTIONS = ('grid_search', 'choice', 'uniform', 'loguniform')
@@ -252,7 +252,7 @@ def parse_sweep(raw: Mapping[str, Any], source: str, storage_path: Optional[str]
     _require('://' not in storage, source, 'storage_path', storage,
              'a folder path (shared by all nodes, e.g. NFS): trials keep their work dirs there')
     try:
-        check_storage_path(storage)
+        check_folder_argument(storage, 'storage_path')
     except InvalidSetting as error:
         raise SweepConfigError(f'{source}: {error}') from error
     ray = file.ray if address is None else file.ray.model_copy(update={'address': address})

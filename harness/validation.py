@@ -208,11 +208,6 @@ def check_amp(specs: Sequence[TrialSpec], cuda_available: bool, source: str) -> 
             raise InvalidSetting(f'{source}: {error}') from error
 
 
-def check_storage_path(path: str, key: str = 'storage_path') -> None:
-    """``path`` is a folder for the sweep's trials (see :func:`check_folder_argument`)."""
-    check_folder_argument(path, key)
-
-
 def check_folder_argument(path: Union[str, Path], argument: str,
                           min_free_mib: float = MIN_FREE_MIB) -> Path:
     """Checks that ``path`` is, or can be created as, a folder this process can write to, on a
