@@ -50,6 +50,7 @@ from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
+from scipy.ndimage import gaussian_filter
 
 from harness.strict_json import is_integer, is_number
 from harness.eps.datasets import ERROR_KIND_VALUES, ERROR_KINDS, VOC_COLORMAP
@@ -457,18 +458,6 @@ def _false_region(
     return region if hit and region.any() else None
 
 
-def _gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
-    """Separable Gaussian blur of a float (H, W) array, edges replicated; same shape."""
-    radius = int(np.ceil(3.0 * sigma))
-    offsets = np.arange(-radius, radius + 1)
-    kernel = np.exp(-0.5 * (offsets / sigma) ** 2)
-    kernel /= kernel.sum()
-    height, width = image.shape
-    padded = np.pad(image, radius, mode="edge")
-    rows = sum(w * padded[i : i + height, :] for i, w in enumerate(kernel))
-    return sum(w * rows[:, i : i + width] for i, w in enumerate(kernel))
-
-
 def _saliency(
     scene: _Scene, grid: _Grid, streams: _Streams, config: SyntheticConfig
 ) -> tuple[np.ndarray, np.ndarray, Counter[str]]:
@@ -500,7 +489,8 @@ def _saliency(
         kinds[false_region] = ERROR_KIND_VALUES["false_coverage"]
         target[false_region] = np.maximum(target[false_region], confidence)
     # A detector's output is soft at edges and a little uneven everywhere.
-    saliency = _gaussian_blur(target, sigma=max(0.6, size / 80.0))
+    sigma = max(0.6, size / 80.0)
+    saliency = gaussian_filter(target, sigma, mode="nearest", radius=int(np.ceil(3.0 * sigma)))
     saliency += 0.05 * _smooth_noise(streams.noise, size, 3, 1)[..., 0]
     saliency += streams.noise.normal(0.0, 0.015, size=saliency.shape)
     return np.clip(np.rint(255.0 * saliency), 0, 255).astype(np.uint8), kinds, errors
