@@ -153,9 +153,13 @@ class Journal:
     NAME = 'mlflow-journal.jsonl'
 
     def __init__(self, folder: Path) -> None:
+        # Imported in the caller's thread, never first in TrialRun's writer thread (see there).
+        from harness.eps.checkpoints import write_whole
+
         self.path = Path(folder) / self.NAME
         self.sent_path = Path(folder) / 'mlflow-journal.sent'
         self._append_lock = threading.Lock()
+        self._write_whole = write_whole
 
     def append(self, operation: Mapping[str, Any]) -> None:
         """Appends ``operation`` as one line (flushed to the OS before it returns)."""
@@ -173,9 +177,8 @@ class Journal:
         return state['offset'], state['run_id']
 
     def mark_sent(self, offset: int, run_id: Optional[str]) -> None:
-        from harness.eps.checkpoints import write_whole
-
-        write_whole(self.sent_path, json.dumps({'offset': offset, 'run_id': run_id}).encode())
+        self._write_whole(self.sent_path,
+                          json.dumps({'offset': offset, 'run_id': run_id}).encode())
 
     def pending(self) -> List[Tuple[int, Dict[str, Any]]]:
         """The operations not delivered yet, each with the journal offset just after it. A last
